@@ -1,0 +1,62 @@
+// hyperattn/attention.hpp: exact attention and HyperAttention on the CPU.
+//
+// Shapes (the frame of every view, see tensor.hpp):
+//   q   [batch, heads_q,  seq_q,  head_dim]
+//   k   [batch, heads_kv, seq_kv, head_dim]
+//   v   [batch, heads_kv, seq_kv, head_dim]
+//   out [batch, heads_q,  seq_q,  head_dim]   same dtype as q
+//   lse [batch, heads_q,  seq_q]              fp32, natural log of the sum of exp(scaled scores)
+// heads_q must be a multiple of heads_kv (query head h uses key-value head h / (heads_q/heads_kv)).
+// q, k, v share one dtype (f32 or bf16); arithmetic is fp32.
+#pragma once
+
+#include <cstdint>
+
+#include "hyperattn/config.hpp"
+#include "hyperattn/status.hpp"
+#include "hyperattn/tensor.hpp"
+
+namespace hyperattn {
+
+struct AttentionArgs {
+  TensorView q;    // [batch, heads_q, seq_q, head_dim]
+  TensorView k;    // [batch, heads_kv, seq_kv, head_dim]
+  TensorView v;    // [batch, heads_kv, seq_kv, head_dim]
+  TensorView out;  // [batch, heads_q, seq_q, head_dim]
+  LseView lse;     // optional: data == nullptr skips it
+};
+
+// Randomness injected by the caller instead of drawn from the seed (tests, cross-checks).
+// Either pointer may be null; a null one is drawn from the seed.
+struct InjectedRandomness {
+  // [batch, heads_kv, head_dim, lsh_bits] hyperplanes: bit t of x is [x . proj[:, t] > 0].
+  const float* projections = nullptr;
+  // [batch, heads_q, blocks, sample_size] original key positions sampled for each query block.
+  // Only for a non-causal problem that is approximated (not used by the causal recursion).
+  const std::int32_t* samples = nullptr;
+};
+
+// The head dimensions the CPU kernels support.
+bool is_supported_head_dim(std::int64_t head_dim);
+
+// Checks the arguments without computing anything (the same checks every call performs).
+Status validate(const AttentionArgs& args, const AttentionConfig& config);
+
+// Exact attention: tiled online softmax, never an n x n matrix.
+Status exact_attention(const AttentionArgs& args, const AttentionConfig& config);
+
+// HyperAttention (specification §2-§4). Falls back to exact attention where the specification
+// says so (seq_q < min_seq_len, block_size + sample_size >= seq_kv, causal leaves).
+Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
+                       const InjectedRandomness& injected = {});
+
+// Diagnostics: the sorted-LSH block of every query and key of the top-level non-causal problem
+// (the blocks HyperAttention attends to exactly), for the same seed and injected projections.
+//   query_block [batch, heads_q,  seq_q]  contiguous: the block index of each query
+//   key_block   [batch, heads_kv, seq_kv] contiguous: the block index of each key
+// Query i attends exactly to the keys j with key_block[j] == query_block[i].
+Status lsh_blocks(const AttentionArgs& args, const AttentionConfig& config,
+                  const InjectedRandomness& injected, std::int32_t* query_block,
+                  std::int32_t* key_block);
+
+}  // namespace hyperattn

@@ -1,0 +1,41 @@
+// hyperattn/config.hpp: the parameters of exact attention and HyperAttention.
+#pragma once
+
+#include <cstdint>
+
+namespace hyperattn {
+
+// Order of the LSH buckets before the sort (specification §2.1).
+enum class BucketOrder : std::uint8_t {
+  gray_rank,       // rank of the bit pattern in the reflected Gray sequence: neighbours differ in 1 bit
+  reference_gray,  // gray(bits) = bits ^ (bits >> 1), the order of the authors' code (comparisons only)
+};
+
+// How the residual keys outside a query's block are sampled (specification §2.4, §2.6).
+enum class Sampling : std::uint8_t {
+  uniform,     // uniform with replacement over the keys outside the block, weight (n_k - |block|)/m
+  value_norm,  // p_j proportional to ||v_j||^2 over the keys outside the block (the paper's AMM)
+};
+
+struct AttentionConfig {
+  // Shared by both methods.
+  bool causal = false;   // bottom-right aligned mask when seq_q != seq_kv
+  float scale = 0.0f;    // 0 means 1/sqrt(head_dim)
+  int threads = 0;       // 0 means every hardware thread
+
+  // HyperAttention (ignored by exact attention).
+  int lsh_bits = 7;                 // r, 1..16
+  std::int64_t block_size = 256;    // b, keys per sorted block
+  std::int64_t sample_size = 256;   // m, sampled residual keys per query block
+  std::int64_t min_seq_len = 4096;  // below it (and at the causal leaves) attention is exact
+  std::uint64_t seed = 0;
+  BucketOrder bucket_order = BucketOrder::gray_rank;
+  Sampling sampling = Sampling::uniform;
+
+  // Optional progress report, called with (done, total) work units from whichever worker thread
+  // finishes a unit (serialised, at most every 100 ms, and once at the end). Null: none.
+  void (*progress)(void* context, std::int64_t done, std::int64_t total) = nullptr;
+  void* progress_context = nullptr;
+};
+
+}  // namespace hyperattn

@@ -1,0 +1,522 @@
+// src/core/engine.cpp: executes attention plans on the CPU (see engine.hpp).
+#include "core/engine.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+
+#include "core/bfloat16.hpp"
+#include "core/lsh.hpp"
+#include "core/random.hpp"
+#include "cpu/thread_pool.hpp"
+
+namespace hyperattn::core {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr std::int64_t kExactRowChunk = 128;  // query rows per work item of an exact part
+
+// 64-byte aligned float storage for kernel scratch.
+struct AlignedFloats {
+  std::unique_ptr<float, void (*)(float*)> ptr{nullptr, [](float* p) { ::operator delete[](p, std::align_val_t{64}); }};
+  void resize(std::size_t n) {
+    ptr.reset(static_cast<float*>(::operator new[](std::max<std::size_t>(n, 16) * sizeof(float), std::align_val_t{64})));
+  }
+  float* get() const { return ptr.get(); }
+};
+
+// Everything one call needs, resolved once.
+struct Context {
+  const AttentionArgs& args;
+  const AttentionConfig& config;
+  const InjectedRandomness& injected;
+  const cpu::AttentionKernel& kernel;
+  int threads;
+  float scale;
+  std::int64_t batch, heads_q, heads_kv, group, n_q, n_k;
+  int d;
+  std::size_t esize;
+  // Accumulated output: fp32 rows; either the caller's f32 out or our buffer.
+  float* acc = nullptr;
+  std::int64_t acc_stride[3] = {0, 0, 0};
+  std::vector<float> acc_storage;  // [batch, heads_q, n_q, d] when out is not f32
+  std::vector<float> lse;          // [batch, heads_q, n_q]
+  // LSH state (only when some part is approximated).
+  std::vector<float> proj;            // [batch, heads_kv, d, lsh_bits]
+  std::vector<std::uint32_t> q_bucket;  // [batch, heads_q, n_q]
+  std::vector<std::uint32_t> k_bucket;  // [batch, heads_kv, n_k]
+  std::vector<std::int32_t> q_perm;   // [batch, heads_q, n_q], per part: sorted absolute rows
+  std::vector<std::int32_t> k_perm;   // [batch, heads_kv, n_k], per part: sorted absolute keys
+  std::vector<double> v_norm2;        // [batch, heads_kv, n_k] ||v_j||^2 (value_norm sampling)
+  std::vector<double> k_cum;          // [batch, heads_kv, n_k] inclusive prefix of v_norm2 in sorted order, per part
+  // Progress.
+  std::mutex progress_mutex;
+  std::int64_t done = 0, total = 0;
+  std::chrono::steady_clock::time_point last_report{};
+
+  Context(const AttentionArgs& a, const AttentionConfig& c, const InjectedRandomness& inj)
+      : args(a), config(c), injected(inj), kernel(cpu::best_kernel()) {
+    threads = cpu::resolve_threads(c.threads);
+    batch = a.q.batch();
+    heads_q = a.q.heads();
+    heads_kv = a.k.heads();
+    group = heads_q / heads_kv;
+    n_q = a.q.seq();
+    n_k = a.k.seq();
+    d = static_cast<int>(a.q.head_dim());
+    scale = c.scale > 0.0f ? c.scale : 1.0f / std::sqrt(static_cast<float>(d));
+    esize = size_of(a.q.dtype);
+  }
+
+  const std::byte* head_ptr(const TensorView& t, std::int64_t b, std::int64_t h) const {
+    return static_cast<const std::byte*>(t.data) + (b * t.stride[0] + h * t.stride[1]) * static_cast<std::int64_t>(esize);
+  }
+  float* acc_head(std::int64_t b, std::int64_t h) const { return acc + b * acc_stride[0] + h * acc_stride[1]; }
+  float* lse_head(std::int64_t b, std::int64_t h) { return lse.data() + (b * heads_q + h) * n_q; }
+
+  void report(std::int64_t units) {
+    if (config.progress == nullptr) return;
+    std::lock_guard<std::mutex> lock(progress_mutex);
+    done += units;
+    const auto now = std::chrono::steady_clock::now();
+    if (done == total || now - last_report > std::chrono::milliseconds(100)) {
+      last_report = now;
+      config.progress(config.progress_context, done, total);
+    }
+  }
+};
+
+// Merges (o_new, l_new) into (o_acc, l_acc): L = logaddexp(L1, L2), O = e^{L1-L} O1 + e^{L2-L} O2.
+// An empty part (l = -inf) contributes nothing.
+inline void merge_row(float* o_acc, float* l_acc, const float* o_new, float l_new, int d) {
+  if (l_new == kNegInf) return;
+  const float l_old = *l_acc;
+  if (l_old == kNegInf) {
+    std::copy(o_new, o_new + d, o_acc);
+    *l_acc = l_new;
+    return;
+  }
+  const float mx = std::max(l_old, l_new);
+  const float w_old = std::exp(l_old - mx);
+  const float w_new = std::exp(l_new - mx);
+  const float inv = 1.0f / (w_old + w_new);
+  for (int c = 0; c < d; ++c) o_acc[c] = (w_old * o_acc[c] + w_new * o_new[c]) * inv;
+  *l_acc = mx + std::log(w_old + w_new);
+}
+
+std::int64_t block_count(const Part& p, const AttentionConfig& c) {
+  return (p.k1 - p.k0 + c.block_size - 1) / c.block_size;
+}
+
+// Hashes every query and key row (one pass: projection, sign bits, bucket).
+void hash_all(Context& ctx) {
+  const int r = ctx.config.lsh_bits;
+  ctx.q_bucket.resize(static_cast<std::size_t>(ctx.batch * ctx.heads_q * ctx.n_q));
+  ctx.k_bucket.resize(static_cast<std::size_t>(ctx.batch * ctx.heads_kv * ctx.n_k));
+  constexpr std::int64_t kRows = 1024;
+  const std::int64_t q_chunks = (ctx.n_q + kRows - 1) / kRows, k_chunks = (ctx.n_k + kRows - 1) / kRows;
+  const std::int64_t q_items = ctx.batch * ctx.heads_q * q_chunks;
+  const std::int64_t items = q_items + ctx.batch * ctx.heads_kv * k_chunks;
+  cpu::parallel_for(items, ctx.threads, [&](std::int64_t item, int) {
+    const bool is_q = item < q_items;
+    const std::int64_t local = is_q ? item : item - q_items;
+    const std::int64_t chunks = is_q ? q_chunks : k_chunks;
+    const std::int64_t heads = is_q ? ctx.heads_q : ctx.heads_kv;
+    const std::int64_t bh = local / chunks, chunk = local % chunks;
+    const std::int64_t b = bh / heads, h = bh % heads;
+    const std::int64_t hkv = is_q ? h / ctx.group : h;
+    const TensorView& t = is_q ? ctx.args.q : ctx.args.k;
+    const std::int64_t n = is_q ? ctx.n_q : ctx.n_k;
+    std::uint32_t* out = (is_q ? ctx.q_bucket.data() : ctx.k_bucket.data()) + bh * n;
+    const float* proj = ctx.proj.data() + (b * ctx.heads_kv + hkv) * ctx.d * r;
+    const std::byte* base = ctx.head_ptr(t, b, h);
+    for (std::int64_t i = chunk * kRows; i < std::min(n, (chunk + 1) * kRows); ++i) {
+      const std::byte* row = base + i * t.stride[2] * static_cast<std::int64_t>(ctx.esize);
+      const std::uint32_t bits = t.dtype == DType::f32
+          ? lsh::sign_bits_f32(reinterpret_cast<const float*>(row), proj, ctx.d, r)
+          : lsh::sign_bits_bf16(reinterpret_cast<const std::uint16_t*>(row), proj, ctx.d, r);
+      out[i] = lsh::bucket_of(bits, ctx.config.bucket_order);
+    }
+  });
+  if (ctx.config.sampling == Sampling::value_norm) {
+    ctx.v_norm2.resize(ctx.k_bucket.size());
+    ctx.k_cum.resize(ctx.k_bucket.size());
+    cpu::parallel_for(ctx.batch * ctx.heads_kv, ctx.threads, [&](std::int64_t bh, int) {
+      const std::byte* base = ctx.head_ptr(ctx.args.v, bh / ctx.heads_kv, bh % ctx.heads_kv);
+      for (std::int64_t j = 0; j < ctx.n_k; ++j) {
+        const std::byte* row = base + j * ctx.args.v.stride[2] * static_cast<std::int64_t>(ctx.esize);
+        double s = 0.0;
+        for (int c = 0; c < ctx.d; ++c) {
+          const double x = ctx.args.v.dtype == DType::f32 ? reinterpret_cast<const float*>(row)[c]
+                                                          : bf16_bits_to_f32(reinterpret_cast<const std::uint16_t*>(row)[c]);
+          s += x * x;
+        }
+        ctx.v_norm2[bh * ctx.n_k + j] = s;
+      }
+    });
+  }
+}
+
+// Sorts the queries and keys of every approximated part of a phase by bucket (stable).
+void sort_phase(Context& ctx, const Phase& phase) {
+  std::vector<const Part*> parts;
+  for (const Part& p : phase.parts)
+    if (p.approximate) parts.push_back(&p);
+  if (parts.empty()) return;
+  const int r = ctx.config.lsh_bits;
+  const std::int64_t np = static_cast<std::int64_t>(parts.size());
+  const std::int64_t q_items = ctx.batch * ctx.heads_q * np;
+  const std::int64_t items = q_items + ctx.batch * ctx.heads_kv * np;
+  std::vector<std::vector<std::int64_t>> counts(static_cast<std::size_t>(ctx.threads),
+                                                std::vector<std::int64_t>((std::size_t{1} << r) + 1));
+  cpu::parallel_for(items, ctx.threads, [&](std::int64_t item, int thread) {
+    const bool is_q = item < q_items;
+    const std::int64_t local = is_q ? item : item - q_items;
+    const Part& p = *parts[static_cast<std::size_t>(local % np)];
+    const std::int64_t bh = local / np;
+    const std::int64_t n = is_q ? ctx.n_q : ctx.n_k;
+    const std::int64_t lo = is_q ? p.q0 : p.k0, hi = is_q ? p.q1 : p.k1;
+    const std::uint32_t* bucket = (is_q ? ctx.q_bucket.data() : ctx.k_bucket.data()) + bh * n;
+    std::int32_t* perm = (is_q ? ctx.q_perm.data() : ctx.k_perm.data()) + bh * n;
+    lsh::counting_sort(bucket + lo, hi - lo, r, static_cast<std::int32_t>(lo), perm + lo, counts[static_cast<std::size_t>(thread)].data());
+    if (!is_q && ctx.config.sampling == Sampling::value_norm) {
+      double s = 0.0;
+      for (std::int64_t i = lo; i < hi; ++i) {
+        s += ctx.v_norm2[static_cast<std::size_t>(bh * n + perm[i])];
+        ctx.k_cum[static_cast<std::size_t>(bh * n + i)] = s;
+      }
+    }
+  });
+}
+
+// One unit of work: (part, batch, query head, unit) where unit is a sorted block (approximated
+// parts) or a chunk of kExactRowChunk rows (exact parts).
+struct Item {
+  std::int32_t part;
+  std::int32_t head;  // query head
+  std::int64_t batch;
+  std::int64_t unit;
+  double cost;
+};
+
+struct ThreadScratch {
+  AlignedFloats kernel;
+  std::vector<std::int32_t> keys;  // [block + samples] absolute key rows
+  std::vector<float> bias;         // [block + samples]
+  std::vector<float> out;          // [rows, d]
+  std::vector<float> lse;          // [rows]
+};
+
+// Fills keys/bias for approximated block `beta` of part p; returns the key count.
+std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std::int64_t hq, std::int64_t beta,
+                               ThreadScratch& s) {
+  const AttentionConfig& c = ctx.config;
+  const std::int64_t hkv = hq / ctx.group;
+  const std::int64_t nk = p.k1 - p.k0;
+  const std::int64_t start = beta * c.block_size;
+  const std::int64_t blk = std::min(nk, start + c.block_size) - start;
+  const std::int64_t outside = nk - blk;
+  const std::int64_t m = outside > 0 ? c.sample_size : 0;
+  const std::int32_t* kperm = ctx.k_perm.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + p.k0;
+  for (std::int64_t i = 0; i < blk; ++i) {
+    s.keys[static_cast<std::size_t>(i)] = kperm[start + i];
+    s.bias[static_cast<std::size_t>(i)] = 0.0f;
+  }
+  if (m == 0) return blk;
+  const std::int64_t blocks = block_count(p, c);
+  if (ctx.injected.samples != nullptr && p.subproblem == 0) {
+    const std::int32_t* inj = ctx.injected.samples + ((b * ctx.heads_q + hq) * blocks + beta) * m;
+    const float bias = std::log(static_cast<float>(outside) / static_cast<float>(m));
+    for (std::int64_t i = 0; i < m; ++i) {
+      s.keys[static_cast<std::size_t>(blk + i)] = inj[i];
+      s.bias[static_cast<std::size_t>(blk + i)] = bias;
+    }
+    return blk + m;
+  }
+  if (c.sampling == Sampling::uniform) {
+    const float bias = static_cast<float>(std::log(static_cast<double>(outside) / static_cast<double>(m)));
+    for (std::int64_t i = 0; i < m; ++i) {
+      const std::uint64_t u = rng::uniform_below(
+          rng::bits(c.seed, rng::Stream::sample, static_cast<std::uint64_t>(b), static_cast<std::uint64_t>(hq),
+                    p.subproblem, static_cast<std::uint64_t>(beta), static_cast<std::uint64_t>(i)),
+          static_cast<std::uint64_t>(outside));
+      const std::int64_t pos = static_cast<std::int64_t>(u) < start ? static_cast<std::int64_t>(u) : static_cast<std::int64_t>(u) + blk;
+      s.keys[static_cast<std::size_t>(blk + i)] = kperm[pos];
+      s.bias[static_cast<std::size_t>(blk + i)] = bias;
+    }
+    return blk + m;
+  }
+  // value_norm: a defensive mixture p_j = 1/2 * ||v_j||^2 / W + 1/2 * 1/outside over the keys
+  // outside the block (W their total squared norm), so every key keeps a positive probability and
+  // both the numerator and the denominator stay unbiased; bias = log(1 / (m p_j)).
+  const double* cum = ctx.k_cum.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + p.k0;  // inclusive, sorted order
+  const double* norm2 = ctx.v_norm2.data() + (b * ctx.heads_kv + hkv) * ctx.n_k;
+  const double before = start > 0 ? cum[start - 1] : 0.0;
+  const double inside = cum[start + blk - 1] - before;
+  const double total = cum[nk - 1];
+  const double w_out = std::max(0.0, total - inside);
+  for (std::int64_t i = 0; i < m; ++i) {
+    const std::uint64_t bits = rng::bits(c.seed, rng::Stream::sample, static_cast<std::uint64_t>(b), static_cast<std::uint64_t>(hq),
+                                         p.subproblem, static_cast<std::uint64_t>(beta), static_cast<std::uint64_t>(i));
+    std::int64_t pos;
+    if ((bits >> 63) == 0 || w_out <= 0.0) {  // the uniform half of the mixture
+      const std::int64_t u = static_cast<std::int64_t>(rng::uniform_below(bits << 1, static_cast<std::uint64_t>(outside)));
+      pos = u < start ? u : u + blk;
+    } else {  // the norm-proportional half: invert the prefix sums, skipping the block's mass
+      double u = rng::uniform01(bits << 1) * w_out;
+      if (u >= before) u += inside;
+      const std::int64_t lo = u < before ? 0 : start + blk;
+      const std::int64_t hi = u < before ? start : nk;
+      pos = std::upper_bound(cum + lo, cum + hi, u) - cum;
+      pos = std::clamp(pos, lo, hi - 1);
+    }
+    const std::int32_t key = kperm[pos];
+    const double prob = 0.5 * (w_out > 0.0 ? norm2[key] / w_out : 0.0) + 0.5 / static_cast<double>(outside);
+    s.keys[static_cast<std::size_t>(blk + i)] = key;
+    s.bias[static_cast<std::size_t>(blk + i)] = static_cast<float>(-std::log(static_cast<double>(m) * prob));
+  }
+  return blk + m;
+}
+
+void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, ThreadScratch& s) {
+  const Part& p = phase.parts[static_cast<std::size_t>(it.part)];
+  const std::int64_t b = it.batch, hq = it.head, hkv = hq / ctx.group;
+  cpu::DenseAttentionTile t;
+  t.dtype = ctx.args.q.dtype;
+  t.q = ctx.head_ptr(ctx.args.q, b, hq);
+  t.q_row_stride = ctx.args.q.stride[2];
+  t.k = ctx.head_ptr(ctx.args.k, b, hkv);
+  t.k_row_stride = ctx.args.k.stride[2];
+  t.v = ctx.head_ptr(ctx.args.v, b, hkv);
+  t.v_row_stride = ctx.args.v.stride[2];
+  t.head_dim = ctx.d;
+  t.head_dim_v = ctx.d;
+  t.scale = ctx.scale;
+  t.scratch = s.kernel.get();
+  float* acc = ctx.acc_head(b, hq);
+  float* lse = ctx.lse_head(b, hq);
+  const std::int64_t acc_row = ctx.acc_stride[2];
+
+  if (!p.approximate) {
+    const std::int64_t r0 = p.q0 + it.unit * kExactRowChunk;
+    const std::int64_t r1 = std::min(p.q1, r0 + kExactRowChunk);
+    t.q = static_cast<const std::byte*>(t.q) + r0 * t.q_row_stride * static_cast<std::int64_t>(ctx.esize);
+    t.k = static_cast<const std::byte*>(t.k) + p.k0 * t.k_row_stride * static_cast<std::int64_t>(ctx.esize);
+    t.v = static_cast<const std::byte*>(t.v) + p.k0 * t.v_row_stride * static_cast<std::int64_t>(ctx.esize);
+    t.rows = r1 - r0;
+    t.keys = p.k1 - p.k0;
+    t.causal_diagonal = p.causal_diagonal == cpu::kNoCausalMask ? cpu::kNoCausalMask : p.causal_diagonal + (r0 - p.q0);
+    if (!merge) {
+      t.out = acc + r0 * acc_row;
+      t.out_row_stride = acc_row;
+      t.lse = lse + r0;
+      ctx.kernel.dense(t);
+    } else {
+      t.out = s.out.data();
+      t.out_row_stride = ctx.d;
+      t.lse = s.lse.data();
+      ctx.kernel.dense(t);
+      for (std::int64_t r = 0; r < t.rows; ++r)
+        merge_row(acc + (r0 + r) * acc_row, lse + r0 + r, s.out.data() + r * ctx.d, s.lse[static_cast<std::size_t>(r)], ctx.d);
+    }
+    return;
+  }
+  const std::int64_t nq = p.q1 - p.q0;
+  const std::int64_t blocks = block_count(p, ctx.config);
+  const std::int64_t lo = it.unit * nq / blocks, hi = (it.unit + 1) * nq / blocks;
+  const std::int32_t* qperm = ctx.q_perm.data() + (b * ctx.heads_q + hq) * ctx.n_q + p.q0;
+  t.keys = gather_block_keys(ctx, p, b, hq, it.unit, s);
+  t.k_index = s.keys.data();
+  t.key_bias = s.bias.data();
+  t.q_index = qperm + lo;
+  t.rows = hi - lo;
+  if (t.rows == 0) return;
+  if (!merge) {
+    t.out = acc;
+    t.out_row_stride = acc_row;
+    t.out_index = t.q_index;
+    t.lse = lse;
+    ctx.kernel.dense(t);
+  } else {
+    t.out = s.out.data();
+    t.out_row_stride = ctx.d;
+    t.lse = s.lse.data();
+    ctx.kernel.dense(t);
+    for (std::int64_t r = 0; r < t.rows; ++r) {
+      const std::int64_t row = t.q_index[r];
+      merge_row(acc + row * acc_row, lse + row, s.out.data() + r * ctx.d, s.lse[static_cast<std::size_t>(r)], ctx.d);
+    }
+  }
+}
+
+void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadScratch>& scratch) {
+  sort_phase(ctx, phase);
+  std::vector<Item> items;
+  std::int64_t max_rows = kExactRowChunk, max_keys = 1;
+  for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
+    const Part& p = phase.parts[pi];
+    std::int64_t units;
+    double unit_cost;
+    if (p.approximate) {
+      units = block_count(p, ctx.config);
+      max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
+      max_keys = std::max(max_keys, ctx.config.block_size + ctx.config.sample_size);
+      unit_cost = static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
+                  static_cast<double>(ctx.config.block_size + ctx.config.sample_size);
+    } else {
+      units = (p.q1 - p.q0 + kExactRowChunk - 1) / kExactRowChunk;
+      unit_cost = static_cast<double>(kExactRowChunk) * static_cast<double>(p.k1 - p.k0);
+    }
+    for (std::int64_t b = 0; b < ctx.batch; ++b)
+      for (std::int64_t h = 0; h < ctx.heads_q; ++h)
+        for (std::int64_t u = 0; u < units; ++u) {
+          double cost = unit_cost;
+          if (!p.approximate && p.causal_diagonal != cpu::kNoCausalMask)  // causal chunks grow along the rows
+            cost = static_cast<double>(kExactRowChunk) * static_cast<double>(std::clamp<std::int64_t>(
+                (u + 1) * kExactRowChunk + p.causal_diagonal, 1, p.k1 - p.k0));
+          items.push_back({static_cast<std::int32_t>(pi), static_cast<std::int32_t>(h), b, u, cost});
+        }
+  }
+  // Most expensive first: the atomic counter then balances the tail (longest-processing-time).
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
+  for (ThreadScratch& s : scratch) {
+    s.keys.resize(static_cast<std::size_t>(max_keys));
+    s.bias.resize(static_cast<std::size_t>(max_keys));
+    if (merge) {
+      s.out.resize(static_cast<std::size_t>(max_rows * ctx.d));
+      s.lse.resize(static_cast<std::size_t>(max_rows));
+    }
+  }
+  cpu::parallel_for(static_cast<std::int64_t>(items.size()), ctx.threads, [&](std::int64_t i, int thread) {
+    run_item(ctx, phase, merge, items[static_cast<std::size_t>(i)], scratch[static_cast<std::size_t>(thread)]);
+    ctx.report(1);
+  });
+}
+
+std::int64_t count_items(const Context& ctx, const Plan& plan) {
+  std::int64_t n = 0;
+  for (const Phase& ph : plan.phases)
+    for (const Part& p : ph.parts)
+      n += ctx.batch * ctx.heads_q *
+           (p.approximate ? block_count(p, ctx.config) : (p.q1 - p.q0 + kExactRowChunk - 1) / kExactRowChunk);
+  return n;
+}
+
+bool any_approximate(const Plan& plan) {
+  for (const Phase& ph : plan.phases)
+    for (const Part& p : ph.parts)
+      if (p.approximate) return true;
+  return false;
+}
+
+void prepare_lsh(Context& ctx) {
+  ctx.proj = projections(ctx.args, ctx.config, ctx.injected);
+  hash_all(ctx);
+  ctx.q_perm.resize(ctx.q_bucket.size());
+  ctx.k_perm.resize(ctx.k_bucket.size());
+}
+
+}  // namespace
+
+bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config) {
+  return n_q >= config.min_seq_len && config.block_size + config.sample_size < n_k;
+}
+
+std::vector<float> projections(const AttentionArgs& args, const AttentionConfig& config,
+                               const InjectedRandomness& injected) {
+  const std::int64_t batch = args.q.batch(), heads_kv = args.k.heads(), d = args.q.head_dim();
+  const int r = config.lsh_bits;
+  std::vector<float> proj(static_cast<std::size_t>(batch * heads_kv * d * r));
+  if (injected.projections != nullptr) {
+    std::copy(injected.projections, injected.projections + proj.size(), proj.begin());
+    return proj;
+  }
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t h = 0; h < heads_kv; ++h)
+      for (std::int64_t c = 0; c < d; ++c)
+        for (int t = 0; t < r; ++t)
+          proj[static_cast<std::size_t>(((b * heads_kv + h) * d + c) * r + t)] =
+              static_cast<float>(rng::projection_normal(config.seed, b, h, static_cast<int>(c), t));
+  return proj;
+}
+
+Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfig& config,
+               const InjectedRandomness& injected) {
+  try {
+    Context ctx(args, config, injected);
+    if (args.out.dtype == DType::f32) {
+      ctx.acc = static_cast<float*>(args.out.data);
+      for (int i = 0; i < 3; ++i) ctx.acc_stride[i] = args.out.stride[i];
+    } else {
+      ctx.acc_storage.assign(static_cast<std::size_t>(ctx.batch * ctx.heads_q * ctx.n_q * ctx.d), 0.0f);
+      ctx.acc = ctx.acc_storage.data();
+      ctx.acc_stride[0] = ctx.heads_q * ctx.n_q * ctx.d;
+      ctx.acc_stride[1] = ctx.n_q * ctx.d;
+      ctx.acc_stride[2] = ctx.d;
+    }
+    ctx.lse.assign(static_cast<std::size_t>(ctx.batch * ctx.heads_q * ctx.n_q), kNegInf);
+    // Rows that see no key: O = 0, LSE = -inf (stays so through every merge).
+    if (!plan.empty_rows.empty()) {
+      for (std::int64_t b = 0; b < ctx.batch; ++b)
+        for (std::int64_t h = 0; h < ctx.heads_q; ++h)
+          for (std::int64_t r = plan.empty_rows[0]; r < plan.empty_rows[1]; ++r)
+            std::fill_n(ctx.acc_head(b, h) + r * ctx.acc_stride[2], ctx.d, 0.0f);
+    }
+    if (any_approximate(plan)) prepare_lsh(ctx);
+    ctx.total = count_items(ctx, plan);
+    std::vector<ThreadScratch> scratch(static_cast<std::size_t>(ctx.threads));
+    const std::size_t kernel_floats = ctx.kernel.scratch_floats(ctx.d, ctx.d);
+    for (ThreadScratch& s : scratch) s.kernel.resize(kernel_floats);
+    for (std::size_t i = 0; i < plan.phases.size(); ++i) run_phase(ctx, plan.phases[i], i > 0, scratch);
+
+    // Outputs in the caller's dtype and layout.
+    if (args.out.dtype == DType::bf16) {
+      cpu::parallel_for(ctx.batch * ctx.heads_q, ctx.threads, [&](std::int64_t bh, int) {
+        const std::int64_t b = bh / ctx.heads_q, h = bh % ctx.heads_q;
+        const float* src = ctx.acc_head(b, h);
+        auto* dst = static_cast<std::uint16_t*>(args.out.data) + b * args.out.stride[0] + h * args.out.stride[1];
+        for (std::int64_t r = 0; r < ctx.n_q; ++r)
+          for (int c = 0; c < ctx.d; ++c) dst[r * args.out.stride[2] + c] = f32_to_bf16_bits(src[r * ctx.d + c]);
+      });
+    }
+    if (args.lse.data != nullptr) {
+      for (std::int64_t b = 0; b < ctx.batch; ++b)
+        for (std::int64_t h = 0; h < ctx.heads_q; ++h)
+          for (std::int64_t r = 0; r < ctx.n_q; ++r)
+            args.lse.data[b * args.lse.stride[0] + h * args.lse.stride[1] + r * args.lse.stride[2]] = ctx.lse_head(b, h)[r];
+    }
+    if (config.progress != nullptr && ctx.total == 0) config.progress(config.progress_context, 0, 0);
+  } catch (const std::bad_alloc&) {
+    return Status::OutOfMemory("hyperattn: could not allocate the workspace for this problem");
+  }
+  return Status::Ok();
+}
+
+Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
+                     const InjectedRandomness& injected, std::int32_t* query_block, std::int32_t* key_block) {
+  try {
+    Context ctx(args, config, injected);
+    prepare_lsh(ctx);
+    Phase phase;
+    phase.parts.push_back({0, ctx.n_q, 0, ctx.n_k, cpu::kNoCausalMask, true, 0});
+    sort_phase(ctx, phase);
+    const Part& p = phase.parts[0];
+    const std::int64_t blocks = block_count(p, config);
+    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_q; ++bh)
+      for (std::int64_t beta = 0; beta < blocks; ++beta)
+        for (std::int64_t i = beta * ctx.n_q / blocks; i < (beta + 1) * ctx.n_q / blocks; ++i)
+          query_block[bh * ctx.n_q + ctx.q_perm[static_cast<std::size_t>(bh * ctx.n_q + i)]] = static_cast<std::int32_t>(beta);
+    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh)
+      for (std::int64_t i = 0; i < ctx.n_k; ++i)
+        key_block[bh * ctx.n_k + ctx.k_perm[static_cast<std::size_t>(bh * ctx.n_k + i)]] = static_cast<std::int32_t>(i / config.block_size);
+  } catch (const std::bad_alloc&) {
+    return Status::OutOfMemory("hyperattn: could not allocate the workspace for lsh_blocks");
+  }
+  return Status::Ok();
+}
+
+}  // namespace hyperattn::core

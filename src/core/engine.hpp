@@ -1,0 +1,58 @@
+// src/core/engine.hpp: the plan every CPU attention call is lowered to, and its executor.
+//
+// A plan is a list of phases; a phase is a list of parts with disjoint query rows; a part is one
+// attention sub-problem of every (batch, query head): query rows [q0, q1) against keys [k0, k1),
+// either exact (optionally causal) or approximated by sorted-LSH blocks plus sampled keys
+// (specification §2). The first phase writes each row's (O, LSE); later phases merge into it
+// through the log-sum-exp (specification §3), always in plan order, so the result does not depend
+// on the thread count. Exact attention is the one-part plan; non-causal HyperAttention is one
+// approximated part; causal HyperAttention is the flattened recursion (hyper.cpp builds it).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "cpu/attention_kernel.hpp"
+#include "hyperattn/attention.hpp"
+
+namespace hyperattn::core {
+
+struct Part {
+  std::int64_t q0 = 0, q1 = 0;  // query rows [q0, q1) of every head
+  std::int64_t k0 = 0, k1 = 0;  // keys [k0, k1)
+  // Exact parts: row q0 + r sees key k0 + c iff c <= r + causal_diagonal (kNoCausalMask: all).
+  std::int64_t causal_diagonal = cpu::kNoCausalMask;
+  bool approximate = false;      // sorted-LSH blocks + sampled residual
+  std::uint64_t subproblem = 0;  // random-stream id (rng::subproblem_id)
+};
+
+struct Phase {
+  std::vector<Part> parts;
+};
+
+struct Plan {
+  std::vector<Phase> phases;     // phase 0 writes, the others merge
+  std::vector<std::int64_t> empty_rows;  // [first, last) rows that see no key at all: O = 0, LSE = -inf
+};
+
+// Executes a plan. `args` and `config` must have passed validate(); `injected` as in the API
+// (injected samples are used by an approximated part with subproblem 0).
+Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfig& config,
+               const InjectedRandomness& injected);
+
+// The sorted-LSH block of each query and key of one non-causal problem [0,n_q) x [0,n_k)
+// (diagnostics; see hyperattn::lsh_blocks).
+Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
+                     const InjectedRandomness& injected, std::int32_t* query_block,
+                     std::int32_t* key_block);
+
+// Whether a non-causal sub-problem of n_q queries and n_k keys is approximated (specification §2):
+// not below min_seq_len queries, and only if block plus samples leave keys out.
+bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config);
+
+// The projections [batch, heads_kv, head_dim, lsh_bits] drawn from the seed (or copied from the
+// injected ones).
+std::vector<float> projections(const AttentionArgs& args, const AttentionConfig& config,
+                               const InjectedRandomness& injected);
+
+}  // namespace hyperattn::core

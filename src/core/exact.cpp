@@ -1,0 +1,17 @@
+// src/core/exact.cpp: exact attention = the one-part plan (tiled online softmax, no n x n matrix).
+#include "core/engine.hpp"
+
+namespace hyperattn {
+
+Status exact_attention(const AttentionArgs& args, const AttentionConfig& config) {
+  HYPERATTN_RETURN_IF_ERROR(validate(args, config));
+  const std::int64_t n_q = args.q.seq(), n_k = args.k.seq();
+  core::Plan plan;
+  core::Part part{0, n_q, 0, n_k, cpu::kNoCausalMask, false, 0};
+  // Bottom-right aligned: query i sits at key position n_k - n_q + i.
+  if (config.causal) part.causal_diagonal = n_k - n_q;
+  plan.phases.push_back({{part}});
+  return core::execute(plan, args, config, {});
+}
+
+}  // namespace hyperattn

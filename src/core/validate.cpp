@@ -1,0 +1,109 @@
+// src/core/validate.cpp: the door. Every public entry point calls validate() first; nothing past it
+// checks user input again (kernels assume it).
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "hyperattn/attention.hpp"
+
+namespace hyperattn {
+namespace {
+
+std::string shape_str(const TensorView& t) {
+  return fmt::format("[{}, {}, {}, {}]", t.shape[0], t.shape[1], t.shape[2], t.shape[3]);
+}
+
+constexpr const char* kDims[4] = {"batch", "heads", "seq", "head_dim"};
+
+// Checks one view: non-null, positive shape, innermost stride 1, non-negative strides, and every
+// reachable offset (in bytes) representable in int64 and indices in int32.
+Status check_view(const char* name, const TensorView& t) {
+  if (t.data == nullptr) return Status::InvalidArgument(fmt::format("{}: data is null; expected a pointer to {} elements", name, shape_str(t)));
+  for (int i = 0; i < 4; ++i) {
+    if (t.shape[i] <= 0)
+      return Status::InvalidArgument(fmt::format("{}: {} (shape[{}]) is {}; expected a positive size (shape {})", name, kDims[i], i, t.shape[i], shape_str(t)));
+    if (t.stride[i] < 0)
+      return Status::InvalidArgument(fmt::format("{}: stride[{}] ({}) is {}; expected a non-negative stride", name, i, kDims[i], t.stride[i]));
+  }
+  if (t.stride[3] != 1)
+    return Status::InvalidArgument(fmt::format("{}: the head_dim stride is {}; expected 1 (rows must be contiguous)", name, t.stride[3]));
+  if (t.shape[2] > std::numeric_limits<std::int32_t>::max())
+    return Status::InvalidArgument(fmt::format("{}: seq is {}; expected at most {}", name, t.shape[2], std::numeric_limits<std::int32_t>::max()));
+  // Largest element offset: sum (shape-1)*stride, with overflow checks.
+  const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / 8;
+  std::int64_t max_offset = 0;
+  for (int i = 0; i < 4; ++i) {
+    const std::int64_t extent = t.shape[i] - 1;
+    if (t.stride[i] != 0 && extent > (limit - max_offset) / t.stride[i])
+      return Status::InvalidArgument(fmt::format("{}: shape {} with strides [{}, {}, {}, {}] addresses more than 2^60 bytes", name, shape_str(t), t.stride[0], t.stride[1], t.stride[2], t.stride[3]));
+    max_offset += extent * t.stride[i];
+  }
+  if (t.dtype != DType::f32 && t.dtype != DType::bf16)
+    return Status::Unsupported(fmt::format("{}: dtype {} is not supported on the CPU; expected f32 or bf16", name, to_string(t.dtype)));
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool is_supported_head_dim(std::int64_t head_dim) {
+  return head_dim >= 16 && head_dim <= 256 && head_dim % 16 == 0;
+}
+
+Status validate(const AttentionArgs& a, const AttentionConfig& c) {
+  HYPERATTN_RETURN_IF_ERROR(check_view("q", a.q));
+  HYPERATTN_RETURN_IF_ERROR(check_view("k", a.k));
+  HYPERATTN_RETURN_IF_ERROR(check_view("v", a.v));
+  HYPERATTN_RETURN_IF_ERROR(check_view("out", a.out));
+  if (a.k.dtype != a.q.dtype || a.v.dtype != a.q.dtype)
+    return Status::InvalidArgument(fmt::format("k, v: dtypes are {} and {}; expected the dtype of q ({})", to_string(a.k.dtype), to_string(a.v.dtype), to_string(a.q.dtype)));
+  if (a.out.dtype != a.q.dtype)
+    return Status::InvalidArgument(fmt::format("out: dtype is {}; expected the dtype of q ({})", to_string(a.out.dtype), to_string(a.q.dtype)));
+  if (a.k.batch() != a.q.batch() || a.v.batch() != a.q.batch())
+    return Status::InvalidArgument(fmt::format("k, v: batch is {} and {}; expected the batch of q ({})", a.k.batch(), a.v.batch(), a.q.batch()));
+  if (a.v.heads() != a.k.heads())
+    return Status::InvalidArgument(fmt::format("v: heads is {}; expected the heads of k ({})", a.v.heads(), a.k.heads()));
+  if (a.q.heads() % a.k.heads() != 0)
+    return Status::InvalidArgument(fmt::format("q: heads_q is {}; expected a multiple of heads_kv ({}) for grouped-query attention", a.q.heads(), a.k.heads()));
+  if (a.v.seq() != a.k.seq())
+    return Status::InvalidArgument(fmt::format("v: seq_kv is {}; expected the seq of k ({})", a.v.seq(), a.k.seq()));
+  if (a.k.head_dim() != a.q.head_dim())
+    return Status::InvalidArgument(fmt::format("k: head_dim is {}; expected the head_dim of q ({})", a.k.head_dim(), a.q.head_dim()));
+  if (a.v.head_dim() != a.q.head_dim())
+    return Status::InvalidArgument(fmt::format("v: head_dim is {}; expected the head_dim of q ({})", a.v.head_dim(), a.q.head_dim()));
+  if (a.out.shape != a.q.shape)
+    return Status::InvalidArgument(fmt::format("out: shape is {}; expected the shape of q {}", shape_str(a.out), shape_str(a.q)));
+  if (!is_supported_head_dim(a.q.head_dim()))
+    return Status::Unsupported(fmt::format("q: head_dim is {}; expected a multiple of 16 from 16 to 256 (e.g. 32, 64, 96, 128, 256)", a.q.head_dim()));
+  if (a.lse.data != nullptr) {
+    for (int i = 0; i < 3; ++i)
+      if (a.lse.stride[i] < 0)
+        return Status::InvalidArgument(fmt::format("lse: stride[{}] is {}; expected a non-negative stride", i, a.lse.stride[i]));
+    if (a.lse.stride[2] == 0 && a.q.seq() > 1)
+      return Status::InvalidArgument("lse: the seq stride is 0; expected a positive stride (rows would overwrite each other)");
+  }
+  // Parameters.
+  if (!std::isfinite(c.scale) || c.scale < 0.0f)
+    return Status::InvalidArgument(fmt::format("config.scale is {}; expected a finite value > 0 (or 0 for 1/sqrt(head_dim))", c.scale));
+  if (c.threads < 0)
+    return Status::InvalidArgument(fmt::format("config.threads is {}; expected 0 (all cores) or a positive count", c.threads));
+  if (c.lsh_bits < 1 || c.lsh_bits > 16)
+    return Status::InvalidArgument(fmt::format("config.lsh_bits is {}; expected 1..16", c.lsh_bits));
+  if (c.block_size < 1)
+    return Status::InvalidArgument(fmt::format("config.block_size is {}; expected at least 1", c.block_size));
+  if (c.block_size > std::numeric_limits<std::int32_t>::max())
+    return Status::InvalidArgument(fmt::format("config.block_size is {}; expected at most 2^31-1", c.block_size));
+  if (c.sample_size < 0 || c.sample_size > (std::int64_t{1} << 24))
+    return Status::InvalidArgument(fmt::format("config.sample_size is {}; expected 0..16777216", c.sample_size));
+  if (c.min_seq_len < 0)
+    return Status::InvalidArgument(fmt::format("config.min_seq_len is {}; expected a non-negative length", c.min_seq_len));
+  if (c.bucket_order != BucketOrder::gray_rank && c.bucket_order != BucketOrder::reference_gray)
+    return Status::InvalidArgument(fmt::format("config.bucket_order is {}; expected gray_rank or reference_gray", static_cast<int>(c.bucket_order)));
+  if (c.sampling != Sampling::uniform && c.sampling != Sampling::value_norm)
+    return Status::InvalidArgument(fmt::format("config.sampling is {}; expected uniform or value_norm", static_cast<int>(c.sampling)));
+  return Status::Ok();
+}
+
+}  // namespace hyperattn

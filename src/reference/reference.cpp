@@ -1,0 +1,248 @@
+#include "reference/reference.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "core/bfloat16.hpp"
+#include "core/engine.hpp"
+#include "core/lsh.hpp"
+#include "core/random.hpp"
+
+namespace hyperattn::reference {
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+struct Heads {
+  std::vector<double> q, k, v;  // [batch, heads, seq, d]
+  std::int64_t hq, hkv, nq, nk;
+  int d;
+  const double* qrow(std::int64_t b, std::int64_t h, std::int64_t i) const { return q.data() + ((b * hq + h) * nq + i) * d; }
+  const double* krow(std::int64_t b, std::int64_t h, std::int64_t j) const { return k.data() + ((b * hkv + h) * nk + j) * d; }
+  const double* vrow(std::int64_t b, std::int64_t h, std::int64_t j) const { return v.data() + ((b * hkv + h) * nk + j) * d; }
+};
+
+Heads load(const AttentionArgs& a) {
+  return {to_double(a.q), to_double(a.k), to_double(a.v), a.q.heads(), a.k.heads(), a.q.seq(), a.k.seq(),
+          static_cast<int>(a.q.head_dim())};
+}
+
+double resolve_scale(const AttentionConfig& c, int d) {
+  return c.scale > 0.0f ? static_cast<double>(c.scale) : 1.0 / std::sqrt(static_cast<double>(d));
+}
+
+// Result rows of one (batch, query head): out [nq, d], lse [nq].
+struct Rows {
+  std::vector<double> out, lse;
+};
+
+// Exact attention of query rows [q0, q1) over keys [k0, k1); row q0+r sees key k0+c iff
+// c <= r + diag (diag = huge: no mask).
+Rows exact_rows(const Heads& H, std::int64_t b, std::int64_t h, std::int64_t q0, std::int64_t q1, std::int64_t k0,
+                std::int64_t k1, std::int64_t diag, double scale) {
+  const std::int64_t hkv = h / (H.hq / H.hkv);
+  Rows r{std::vector<double>(static_cast<std::size_t>((q1 - q0) * H.d)), std::vector<double>(static_cast<std::size_t>(q1 - q0))};
+  std::vector<const double*> ks, vs;
+  std::vector<double> bias;
+  for (std::int64_t i = q0; i < q1; ++i) {
+    ks.clear(), vs.clear(), bias.clear();
+    for (std::int64_t j = k0; j < k1; ++j) {
+      if (j - k0 > (i - q0) + diag) break;
+      ks.push_back(H.krow(b, hkv, j));
+      vs.push_back(H.vrow(b, hkv, j));
+      bias.push_back(0.0);
+    }
+    attend_row(H.qrow(b, h, i), ks, vs, bias, H.d, scale, &r.out[static_cast<std::size_t>((i - q0) * H.d)], &r.lse[static_cast<std::size_t>(i - q0)]);
+  }
+  return r;
+}
+
+void merge_into(Rows& acc, std::int64_t offset, const Rows& part, int d) {
+  for (std::size_t i = 0; i < part.lse.size(); ++i) {
+    double& l1 = acc.lse[offset + i];
+    const double l2 = part.lse[i];
+    if (l2 == kNegInf) continue;
+    const double l = l1 == kNegInf ? l2 : std::max(l1, l2) + std::log1p(std::exp(-std::abs(l1 - l2)));
+    const double w1 = l1 == kNegInf ? 0.0 : std::exp(l1 - l), w2 = std::exp(l2 - l);
+    for (int c = 0; c < d; ++c) {
+      double& o = acc.out[(offset + i) * d + c];
+      o = w1 * o + w2 * part.out[i * d + c];
+    }
+    l1 = l;
+  }
+}
+
+struct Hyper {
+  const Heads& H;
+  const AttentionConfig& c;
+  const InjectedRandomness& inj;
+  std::vector<float> proj;
+  double scale;
+
+  std::uint32_t bucket(const double* x, std::int64_t b, std::int64_t hkv) const {
+    // The sign bits from the double copy of the (fp32 or bf16) input: exact conversions, so the
+    // same bits as the fast path.
+    std::vector<float> xf(static_cast<std::size_t>(H.d));
+    for (int i = 0; i < H.d; ++i) xf[static_cast<std::size_t>(i)] = static_cast<float>(x[i]);
+    const float* g = proj.data() + (b * H.hkv + hkv) * H.d * c.lsh_bits;
+    return lsh::bucket_of(lsh::sign_bits_f32(xf.data(), g, H.d, c.lsh_bits), c.bucket_order);
+  }
+
+  // Positions [lo, hi) sorted by bucket, ties by position.
+  template <typename Row>
+  std::vector<std::int64_t> sorted(std::int64_t lo, std::int64_t hi, std::int64_t b, std::int64_t hkv, Row row) const {
+    std::vector<std::int64_t> idx(static_cast<std::size_t>(hi - lo));
+    std::iota(idx.begin(), idx.end(), lo);
+    std::vector<std::uint32_t> key(idx.size());
+    for (std::size_t i = 0; i < idx.size(); ++i) key[i] = bucket(row(idx[i]), b, hkv);
+    std::vector<std::size_t> order(idx.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return key[x] < key[y]; });
+    std::vector<std::int64_t> out(idx.size());
+    for (std::size_t i = 0; i < idx.size(); ++i) out[i] = idx[order[i]];
+    return out;
+  }
+
+  // Non-causal sub-problem: queries [q0,q1) x keys [k0,k1), specification §2.
+  Rows noncausal(std::int64_t b, std::int64_t h, std::int64_t q0, std::int64_t q1, std::int64_t k0, std::int64_t k1,
+                 std::uint64_t subproblem) const {
+    const std::int64_t nq = q1 - q0, nk = k1 - k0;
+    if (!core::approximated(nq, nk, c)) return exact_rows(H, b, h, q0, q1, k0, k1, std::numeric_limits<std::int64_t>::max() / 4, scale);
+    const std::int64_t hkv = h / (H.hq / H.hkv);
+    const auto qs = sorted(q0, q1, b, hkv, [&](std::int64_t i) { return H.qrow(b, h, i); });
+    const auto ks = sorted(k0, k1, b, hkv, [&](std::int64_t j) { return H.krow(b, hkv, j); });
+    const std::int64_t blocks = (nk + c.block_size - 1) / c.block_size;
+    Rows r{std::vector<double>(static_cast<std::size_t>(nq * H.d)), std::vector<double>(static_cast<std::size_t>(nq))};
+    for (std::int64_t beta = 0; beta < blocks; ++beta) {
+      const std::int64_t start = beta * c.block_size, blk = std::min(nk, start + c.block_size) - start;
+      const std::int64_t outside = nk - blk;
+      const std::int64_t m = outside > 0 ? c.sample_size : 0;
+      std::vector<const double*> kr, vr;
+      std::vector<double> bias;
+      for (std::int64_t i = 0; i < blk; ++i) {
+        kr.push_back(H.krow(b, hkv, ks[start + i]));
+        vr.push_back(H.vrow(b, hkv, ks[start + i]));
+        bias.push_back(0.0);
+      }
+      for (std::int64_t i = 0; i < m; ++i) {
+        std::int64_t key;
+        if (inj.samples != nullptr && subproblem == 0) {
+          key = inj.samples[((b * H.hq + h) * blocks + beta) * m + i];
+        } else {
+          const std::int64_t u = static_cast<std::int64_t>(rng::uniform_below(
+              rng::bits(c.seed, rng::Stream::sample, b, h, subproblem, beta, i), outside));
+          key = ks[u < start ? u : u + blk];
+        }
+        kr.push_back(H.krow(b, hkv, key));
+        vr.push_back(H.vrow(b, hkv, key));
+        bias.push_back(std::log(static_cast<double>(outside) / static_cast<double>(m)));
+      }
+      for (std::int64_t s = beta * nq / blocks; s < (beta + 1) * nq / blocks; ++s) {
+        const std::int64_t i = qs[s];
+        attend_row(H.qrow(b, h, i), kr, vr, bias, H.d, scale, &r.out[(i - q0) * H.d], &r.lse[i - q0]);
+      }
+    }
+    return r;
+  }
+
+  // Causal rows [s, t) (query e+i pairs with key p+i): the recursion over halves, §3.
+  Rows causal(std::int64_t b, std::int64_t h, std::int64_t s, std::int64_t t, std::int64_t e, std::int64_t p) const {
+    if (t - s <= std::max<std::int64_t>(c.min_seq_len, 1)) return exact_rows(H, b, h, e + s, e + t, p + s, p + t, 0, scale);
+    const std::int64_t mid = s + (t - s + 1) / 2;
+    Rows top = causal(b, h, s, mid, e, p);
+    Rows bottom = causal(b, h, mid, t, e, p);
+    merge_into(bottom, 0, noncausal(b, h, e + mid, e + t, p + s, p + mid, rng::subproblem_id(e + mid, p + s)), H.d);
+    top.out.insert(top.out.end(), bottom.out.begin(), bottom.out.end());
+    top.lse.insert(top.lse.end(), bottom.lse.begin(), bottom.lse.end());
+    return top;
+  }
+};
+
+}  // namespace
+
+void attend_row(const double* q, const std::vector<const double*>& k_rows, const std::vector<const double*>& v_rows,
+                const std::vector<double>& bias, int d, double scale, double* out, double* lse) {
+  std::fill(out, out + d, 0.0);
+  if (k_rows.empty()) {
+    *lse = kNegInf;
+    return;
+  }
+  std::vector<double> s(k_rows.size());
+  double mx = kNegInf;
+  for (std::size_t j = 0; j < k_rows.size(); ++j) {
+    double dot = 0.0;
+    for (int c = 0; c < d; ++c) dot += q[c] * k_rows[j][c];
+    s[j] = scale * dot + bias[j];
+    mx = std::max(mx, s[j]);
+  }
+  double sum = 0.0;
+  for (std::size_t j = 0; j < k_rows.size(); ++j) {
+    const double w = std::exp(s[j] - mx);
+    sum += w;
+    for (int c = 0; c < d; ++c) out[c] += w * v_rows[j][c];
+  }
+  for (int c = 0; c < d; ++c) out[c] /= sum;
+  *lse = mx + std::log(sum);
+}
+
+std::vector<double> to_double(const TensorView& t) {
+  std::vector<double> r(static_cast<std::size_t>(t.numel()));
+  std::size_t o = 0;
+  for (std::int64_t b = 0; b < t.shape[0]; ++b)
+    for (std::int64_t h = 0; h < t.shape[1]; ++h)
+      for (std::int64_t i = 0; i < t.shape[2]; ++i)
+        for (std::int64_t c = 0; c < t.shape[3]; ++c) {
+          const std::int64_t off = b * t.stride[0] + h * t.stride[1] + i * t.stride[2] + c;
+          r[o++] = t.dtype == DType::f32 ? static_cast<const float*>(t.data)[off]
+                                         : bf16_bits_to_f32(static_cast<const std::uint16_t*>(t.data)[off]);
+        }
+  return r;
+}
+
+Status exact_attention(const AttentionArgs& args, const AttentionConfig& config, Output* result) {
+  HYPERATTN_RETURN_IF_ERROR(validate(args, config));
+  const Heads H = load(args);
+  const double scale = resolve_scale(config, H.d);
+  const std::int64_t batch = args.q.batch();
+  result->out.assign(static_cast<std::size_t>(batch * H.hq * H.nq * H.d), 0.0);
+  result->lse.assign(static_cast<std::size_t>(batch * H.hq * H.nq), 0.0);
+  const std::int64_t diag = config.causal ? H.nk - H.nq : std::numeric_limits<std::int64_t>::max() / 4;
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t h = 0; h < H.hq; ++h) {
+      Rows r = exact_rows(H, b, h, 0, H.nq, 0, H.nk, diag, scale);
+      std::copy(r.out.begin(), r.out.end(), result->out.begin() + (b * H.hq + h) * H.nq * H.d);
+      std::copy(r.lse.begin(), r.lse.end(), result->lse.begin() + (b * H.hq + h) * H.nq);
+    }
+  return Status::Ok();
+}
+
+Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected,
+                       Output* result) {
+  HYPERATTN_RETURN_IF_ERROR(validate(args, config));
+  if (config.sampling != Sampling::uniform) return Status::Unsupported("reference::hyper_attention: uniform sampling only");
+  const Heads H = load(args);
+  Hyper hy{H, config, injected, core::projections(args, config, injected), resolve_scale(config, H.d)};
+  const std::int64_t batch = args.q.batch();
+  result->out.assign(static_cast<std::size_t>(batch * H.hq * H.nq * H.d), 0.0);
+  result->lse.assign(static_cast<std::size_t>(batch * H.hq * H.nq), kNegInf);
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t h = 0; h < H.hq; ++h) {
+      const std::size_t o = static_cast<std::size_t>((b * H.hq + h) * H.nq);
+      if (!config.causal) {
+        Rows r = hy.noncausal(b, h, 0, H.nq, 0, H.nk, 0);
+        std::copy(r.out.begin(), r.out.end(), result->out.begin() + o * H.d);
+        std::copy(r.lse.begin(), r.lse.end(), result->lse.begin() + o);
+        continue;
+      }
+      const std::int64_t e = std::max<std::int64_t>(0, H.nq - H.nk), rows = H.nq - e, p = H.nk - rows;
+      Rows r = hy.causal(b, h, 0, rows, e, p);
+      if (p > 0) merge_into(r, 0, hy.noncausal(b, h, e, H.nq, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull), H.d);
+      std::copy(r.out.begin(), r.out.end(), result->out.begin() + (o + e) * H.d);
+      std::copy(r.lse.begin(), r.lse.end(), result->lse.begin() + o + e);
+    }
+  return Status::Ok();
+}
+
+}  // namespace hyperattn::reference

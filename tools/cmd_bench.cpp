@@ -1,0 +1,199 @@
+// tools/cmd_bench.cpp: `hyperattn bench`: exact attention against HyperAttention on random
+// inputs, side by side in one run; median of repeats; table, JSON and a log-log plot.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "core/bfloat16.hpp"
+#include "options.hpp"
+#include "support/plot.hpp"
+#include "support/progress.hpp"
+
+namespace hyperattn::cli {
+namespace {
+
+struct BenchOptions {
+  std::vector<std::int64_t> seq{4096, 8192, 16384, 32768};
+  std::int64_t head_dim = 64, heads = 1, heads_kv = 0, batch = 1;
+  bool causal = false, both = false;
+  int repeats = 3;
+  std::vector<std::string> methods{"exact", "hyper"};
+  std::string dtype = "f32", json, plot;
+  std::int64_t max_exact_seq = 0;
+  AttentionConfig config;
+};
+
+struct Record {
+  std::string method;
+  std::int64_t seq;
+  bool causal;
+  double median_s, min_s, gflops;
+  std::vector<double> times;
+};
+
+// FLOPs of exact attention: 2 n_q n_k d for Q K^T and as many for P V; causal counts the
+// unmasked part only (n(n+1)/2 pairs).
+double exact_flops(std::int64_t n, std::int64_t d, std::int64_t heads, std::int64_t batch, bool causal) {
+  const double pairs = causal ? 0.5 * static_cast<double>(n) * static_cast<double>(n + 1) : static_cast<double>(n) * static_cast<double>(n);
+  return 4.0 * pairs * static_cast<double>(d) * static_cast<double>(heads * batch);
+}
+
+int run(const BenchOptions& o) {
+  const DType dtype = o.dtype == "bf16" ? DType::bf16 : DType::f32;
+  const std::int64_t heads_kv = o.heads_kv > 0 ? o.heads_kv : o.heads;
+  if (o.heads % heads_kv != 0) {
+    std::fprintf(stderr, "hyperattn bench: --heads %lld is not a multiple of --heads-kv %lld\n", static_cast<long long>(o.heads), static_cast<long long>(heads_kv));
+    return 2;
+  }
+  std::vector<bool> causal_modes = o.both ? std::vector<bool>{false, true} : std::vector<bool>{o.causal};
+  std::int64_t total = 0;
+  for (std::int64_t n : o.seq)
+    for (const std::string& m : o.methods)
+      if (!(m == "exact" && o.max_exact_seq > 0 && n > o.max_exact_seq)) total += static_cast<std::int64_t>(causal_modes.size()) * (o.repeats + 1);
+  ProgressBar bar("bench", total);
+  std::vector<Record> records;
+  const int threads = o.config.threads > 0 ? o.config.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (std::int64_t n : o.seq) {
+    // Random Gaussian inputs, [batch, heads, seq, head_dim] contiguous, drawn once per length.
+    std::mt19937_64 gen(static_cast<std::uint64_t>(n));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const std::size_t nq = static_cast<std::size_t>(o.batch * o.heads * n * o.head_dim);
+    const std::size_t nkv = static_cast<std::size_t>(o.batch * heads_kv * n * o.head_dim);
+    std::vector<float> f32[4];
+    std::vector<std::uint16_t> b16[4];
+    const std::size_t sizes[4] = {nq, nkv, nkv, nq};
+    for (int t = 0; t < 4; ++t) {
+      f32[t].resize(sizes[t]);
+      for (float& x : f32[t]) x = t == 3 ? 0.0f : nd(gen);
+      if (dtype == DType::bf16) {
+        b16[t].resize(sizes[t]);
+        for (std::size_t i = 0; i < sizes[t]; ++i) b16[t][i] = f32_to_bf16_bits(f32[t][i]);
+        std::vector<float>().swap(f32[t]);
+      }
+    }
+    auto ptr = [&](int t) -> void* { return dtype == DType::bf16 ? static_cast<void*>(b16[t].data()) : static_cast<void*>(f32[t].data()); };
+    AttentionArgs args{TensorView::bhsd(ptr(0), dtype, o.batch, o.heads, n, o.head_dim),
+                       TensorView::bhsd(ptr(1), dtype, o.batch, heads_kv, n, o.head_dim),
+                       TensorView::bhsd(ptr(2), dtype, o.batch, heads_kv, n, o.head_dim),
+                       TensorView::bhsd(ptr(3), dtype, o.batch, o.heads, n, o.head_dim), {}};
+    for (bool causal : causal_modes)
+      for (const std::string& method : o.methods) {
+        if (method == "exact" && o.max_exact_seq > 0 && n > o.max_exact_seq) continue;
+        AttentionConfig cfg = o.config;
+        cfg.causal = causal;
+        Record r{method, n, causal, 0, 0, 0, {}};
+        for (int rep = 0; rep <= o.repeats; ++rep) {  // the first run warms up and is not counted
+          const auto t0 = std::chrono::steady_clock::now();
+          const Status s = method == "exact" ? exact_attention(args, cfg) : hyper_attention(args, cfg);
+          const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          if (!s.ok()) {
+            bar.finish();
+            std::fprintf(stderr, "hyperattn bench: %s\n", s.message().c_str());
+            return 2;
+          }
+          if (rep > 0) r.times.push_back(dt);
+          bar.advance();
+        }
+        std::vector<double> sorted = r.times;
+        std::sort(sorted.begin(), sorted.end());
+        const std::size_t m = sorted.size();
+        r.median_s = m % 2 ? sorted[m / 2] : 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]);
+        r.min_s = sorted.front();
+        r.gflops = exact_flops(n, o.head_dim, o.heads, o.batch, causal) / r.median_s * 1e-9;
+        records.push_back(r);
+      }
+  }
+  bar.finish();
+
+  // Table: one row per (seq, causal), exact and hyper side by side.
+  std::printf("%-8s %-7s %-12s %-12s %-9s %-16s\n", "seq", "causal", "exact_s", "hyper_s", "speedup", "exact_GFLOP/s");
+  for (std::int64_t n : o.seq)
+    for (bool causal : causal_modes) {
+      const Record *ex = nullptr, *hy = nullptr;
+      for (const Record& r : records)
+        if (r.seq == n && r.causal == causal) (r.method == "exact" ? ex : hy) = &r;
+      std::printf("%-8lld %-7s %-12s %-12s %-9s %-16s\n", static_cast<long long>(n), causal ? "yes" : "no",
+                  ex ? fmt::format("{:.4f}", ex->median_s).c_str() : "-", hy ? fmt::format("{:.4f}", hy->median_s).c_str() : "-",
+                  ex && hy ? fmt::format("{:.1f}x", ex->median_s / hy->median_s).c_str() : "-",
+                  ex ? fmt::format("{:.1f}", ex->gflops).c_str() : "-");
+    }
+  std::printf("(medians of %d runs after a warm-up; %s, batch %lld, heads %lld/%lld, head_dim %lld, %d threads; hyper: block %lld, samples %lld, %d bits, min_seq_len %lld)\n",
+              o.repeats, to_string(dtype), static_cast<long long>(o.batch), static_cast<long long>(o.heads), static_cast<long long>(heads_kv),
+              static_cast<long long>(o.head_dim), threads, static_cast<long long>(o.config.block_size), static_cast<long long>(o.config.sample_size),
+              o.config.lsh_bits, static_cast<long long>(o.config.min_seq_len));
+
+  if (!o.json.empty()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const Record& r : records)
+      j.push_back({{"method", r.method}, {"seq", r.seq}, {"head_dim", o.head_dim}, {"heads", o.heads}, {"heads_kv", heads_kv},
+                   {"batch", o.batch}, {"causal", r.causal}, {"threads", threads}, {"median_s", r.median_s}, {"min_s", r.min_s},
+                   {"times_s", r.times}, {"repeats", o.repeats}, {"dtype", to_string(dtype)},
+                   {"exact_equivalent_gflops", r.gflops}, {"block_size", o.config.block_size},
+                   {"sample_size", o.config.sample_size}, {"lsh_bits", o.config.lsh_bits}, {"min_seq_len", o.config.min_seq_len},
+                   {"seed", o.config.seed}, {"backend", "cpu"}});
+    std::ofstream f(o.json);
+    f << j.dump(2) << "\n";
+    if (!f) {
+      std::fprintf(stderr, "hyperattn bench: --json: cannot write %s\n", o.json.c_str());
+      return 1;
+    }
+  }
+  if (!o.plot.empty()) {
+    PlotSpec spec;
+    spec.title = fmt::format("attention time, head_dim {}, {} heads, {} threads ({})", o.head_dim, o.heads, threads, to_string(dtype));
+    spec.xlabel = "sequence length";
+    spec.ylabel = "median seconds";
+    spec.logx = spec.logy = true;
+    for (const std::string& method : o.methods)
+      for (bool causal : causal_modes) {
+        Series s;
+        s.label = fmt::format("{}{}", method, causal ? " causal" : "");
+        for (const Record& r : records)
+          if (r.method == method && r.causal == causal) {
+            s.x.push_back(static_cast<double>(r.seq));
+            s.y.push_back(r.median_s);
+          }
+        if (!s.x.empty()) spec.series.push_back(s);
+      }
+    spec.output_png = o.plot;
+    if (Status s = plot_png(spec); !s.ok()) {
+      std::fprintf(stderr, "hyperattn bench: --plot: %s\n", s.message().c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* sub = app.add_subcommand("bench", "exact attention against HyperAttention on random inputs");
+  sub->add_option("--seq", o->seq, "sequence lengths (comma separated)")->delimiter(',')->capture_default_str()->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 30));
+  sub->add_option("--head-dim", o->head_dim, "head dimension")->capture_default_str();
+  sub->add_option("--heads", o->heads, "query heads")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--heads-kv", o->heads_kv, "key-value heads (default: --heads)")->check(CLI::PositiveNumber);
+  sub->add_option("--batch", o->batch, "batch")->capture_default_str()->check(CLI::PositiveNumber);
+  auto* c = sub->add_flag("--causal", o->causal, "causal attention only");
+  sub->add_flag("--both", o->both, "non-causal and causal")->excludes(c);
+  sub->add_option("--repeats", o->repeats, "timed runs per measurement (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 1000));
+  sub->add_option("--method", o->methods, "methods to time (comma separated: exact, hyper)")->delimiter(',')->capture_default_str()->check(CLI::IsMember({"exact", "hyper"}));
+  sub->add_option("--dtype", o->dtype, "f32 or bf16")->capture_default_str()->check(CLI::IsMember({"f32", "bf16"}));
+  sub->add_option("--max-exact-seq", o->max_exact_seq, "skip exact attention above this length (0: never skip)");
+  sub->add_option("--json", o->json, "write one record per measurement to this JSON file");
+  sub->add_option("--plot", o->plot, "write a log-log plot of time against length to this PNG");
+  add_hyper_options(sub, &o->config);
+  add_threads_option(sub, &o->config);
+  return {sub, [o] { return run(*o); }};
+}
+
+}  // namespace hyperattn::cli

@@ -1,0 +1,31 @@
+// tools/options.hpp: the HyperAttention flags shared by run, bench, eval and diagnose.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "hyperattn/config.hpp"
+
+namespace hyperattn::cli {
+
+// --block-size --sample-size --lsh-bits --min-seq-len --seed --bucket-order --sampling, bound to
+// the fields of `config` (whose current values are the defaults shown in --help).
+inline void add_hyper_options(CLI::App* app, AttentionConfig* config) {
+  app->add_option("--block-size", config->block_size, "keys per sorted LSH block (b)")->capture_default_str()->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 30));
+  app->add_option("--sample-size", config->sample_size, "sampled residual keys per query block (m)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 24));
+  app->add_option("--lsh-bits", config->lsh_bits, "hash bits r (2^r buckets)")->capture_default_str()->check(CLI::Range(1, 16));
+  app->add_option("--min-seq-len", config->min_seq_len, "below this many queries (and at the causal leaves) attention is exact")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app->add_option("--seed", config->seed, "seed of the random projections and samples")->capture_default_str();
+  static const std::map<std::string, BucketOrder> kOrders{{"gray-rank", BucketOrder::gray_rank}, {"reference", BucketOrder::reference_gray}};
+  app->add_option("--bucket-order", config->bucket_order, "gray-rank (default) or reference (the authors' order)")->transform(CLI::CheckedTransformer(kOrders, CLI::ignore_case));
+  static const std::map<std::string, Sampling> kSampling{{"uniform", Sampling::uniform}, {"value-norm", Sampling::value_norm}};
+  app->add_option("--sampling", config->sampling, "uniform (default) or value-norm (the paper's AMM)")->transform(CLI::CheckedTransformer(kSampling, CLI::ignore_case));
+}
+
+inline void add_threads_option(CLI::App* app, AttentionConfig* config) {
+  app->add_option("--threads", config->threads, "worker threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+}
+
+}  // namespace hyperattn::cli
