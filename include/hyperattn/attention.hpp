@@ -53,8 +53,9 @@ Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
 // Diagnostics: the sorted-LSH block of every query and key of the top-level non-causal problem
 // (the blocks HyperAttention attends to exactly), for the same seed and injected projections.
 //   query_block [batch, heads_q,  seq_q]  contiguous: the block index of each query
-//   key_block   [batch, heads_kv, seq_kv] contiguous: the block index of each key
-// Query i attends exactly to the keys j with key_block[j] == query_block[i].
+//   key_block   [batch, heads_kv, seq_kv] contiguous: the block index of each key, -1 for the
+//               attention sinks (config.sink_keys), which every query attends
+// Query i attends exactly to the keys j with key_block[j] == query_block[i] or -1.
 Status lsh_blocks(const AttentionArgs& args, const AttentionConfig& config,
                   const InjectedRandomness& injected, std::int32_t* query_block,
                   std::int32_t* key_block);

@@ -14,7 +14,9 @@ enum class BucketOrder : std::uint8_t {
 // How the residual keys outside a query's block are sampled (specification §2.4, §2.6).
 enum class Sampling : std::uint8_t {
   uniform,     // uniform with replacement over the keys outside the block, weight (n_k - |block|)/m
-  value_norm,  // p_j proportional to ||v_j||^2 over the keys outside the block (the paper's AMM)
+  value_norm,  // p_j proportional to ||v_j||^2 over the keys outside the block (the paper's AMM),
+               // mixed half and half with uniform so that every key keeps a positive probability
+  stratified,  // one uniform draw from each of m equal strata of the sorted order outside the block
 };
 
 struct AttentionConfig {
@@ -31,6 +33,9 @@ struct AttentionConfig {
   std::uint64_t seed = 0;
   BucketOrder bucket_order = BucketOrder::gray_rank;
   Sampling sampling = Sampling::uniform;
+  // The first sink_keys keys of the sequence are attended exactly by every query of each
+  // approximated sub-problem that contains them ("attention sinks"); 0 = none (the paper).
+  std::int64_t sink_keys = 0;
 
   // Optional progress report, called with (done, total) work units from whichever worker thread
   // finishes a unit (serialised, at most every 100 ms, and once at the end). Null: none.

@@ -109,7 +109,7 @@ inline void merge_row(float* o_acc, float* l_acc, const float* o_new, float l_ne
 }
 
 std::int64_t block_count(const Part& p, const AttentionConfig& c) {
-  return (p.k1 - p.k0 + c.block_size - 1) / c.block_size;
+  return (p.k1 - p.k0 - p.sinks + c.block_size - 1) / c.block_size;
 }
 
 // Hashes every query and key row (one pass: projection, sign bits, bucket).
@@ -179,7 +179,7 @@ void sort_phase(Context& ctx, const Phase& phase) {
     const Part& p = *parts[static_cast<std::size_t>(local % np)];
     const std::int64_t bh = local / np;
     const std::int64_t n = is_q ? ctx.n_q : ctx.n_k;
-    const std::int64_t lo = is_q ? p.q0 : p.k0, hi = is_q ? p.q1 : p.k1;
+    const std::int64_t lo = is_q ? p.q0 : p.k0 + p.sinks, hi = is_q ? p.q1 : p.k1;
     const std::uint32_t* bucket = (is_q ? ctx.q_bucket.data() : ctx.k_bucket.data()) + bh * n;
     std::int32_t* perm = (is_q ? ctx.q_perm.data() : ctx.k_perm.data()) + bh * n;
     lsh::counting_sort(bucket + lo, hi - lo, r, static_cast<std::int32_t>(lo), perm + lo, counts[static_cast<std::size_t>(thread)].data());
@@ -211,57 +211,78 @@ struct ThreadScratch {
   std::vector<float> lse;          // [rows]
 };
 
-// Fills keys/bias for approximated block `beta` of part p; returns the key count.
+// Fills keys/bias for approximated block `beta` of part p: the sinks, the block's keys, then the
+// samples (specification §2.3-2.4); returns the key count.
 std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std::int64_t hq, std::int64_t beta,
                                ThreadScratch& s) {
   const AttentionConfig& c = ctx.config;
   const std::int64_t hkv = hq / ctx.group;
-  const std::int64_t nk = p.k1 - p.k0;
+  const std::int64_t lsh_k0 = p.k0 + p.sinks;
+  const std::int64_t nk = p.k1 - lsh_k0;
   const std::int64_t start = beta * c.block_size;
   const std::int64_t blk = std::min(nk, start + c.block_size) - start;
   const std::int64_t outside = nk - blk;
-  const std::int64_t m = outside > 0 ? c.sample_size : 0;
-  const std::int32_t* kperm = ctx.k_perm.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + p.k0;
-  for (std::int64_t i = 0; i < blk; ++i) {
-    s.keys[static_cast<std::size_t>(i)] = kperm[start + i];
-    s.bias[static_cast<std::size_t>(i)] = 0.0f;
+  std::int64_t m = outside > 0 ? c.sample_size : 0;
+  if (c.sampling == Sampling::stratified) m = std::min(m, outside);  // every stratum non-empty
+  const std::int32_t* kperm = ctx.k_perm.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;
+  std::int32_t* keys = s.keys.data();
+  float* biases = s.bias.data();
+  for (std::int64_t i = 0; i < p.sinks; ++i) {
+    *keys++ = static_cast<std::int32_t>(p.k0 + i);
+    *biases++ = 0.0f;
   }
-  if (m == 0) return blk;
+  for (std::int64_t i = 0; i < blk; ++i) {
+    *keys++ = kperm[start + i];
+    *biases++ = 0.0f;
+  }
+  const std::int64_t fixed = p.sinks + blk;
+  if (m == 0) return fixed;
   const std::int64_t blocks = block_count(p, c);
   if (ctx.injected.samples != nullptr && p.subproblem == 0) {
     const std::int32_t* inj = ctx.injected.samples + ((b * ctx.heads_q + hq) * blocks + beta) * m;
     const float bias = std::log(static_cast<float>(outside) / static_cast<float>(m));
     for (std::int64_t i = 0; i < m; ++i) {
-      s.keys[static_cast<std::size_t>(blk + i)] = inj[i];
-      s.bias[static_cast<std::size_t>(blk + i)] = bias;
+      keys[i] = inj[i];
+      biases[i] = bias;
     }
-    return blk + m;
+    return fixed + m;
+  }
+  auto random_bits = [&](std::int64_t i) {
+    return rng::bits(c.seed, rng::Stream::sample, static_cast<std::uint64_t>(b), static_cast<std::uint64_t>(hq), p.subproblem,
+                     static_cast<std::uint64_t>(beta), static_cast<std::uint64_t>(i));
+  };
+  if (c.sampling == Sampling::stratified) {
+    // One draw per stratum of the sorted order outside the block: stratum i holds outside
+    // positions [i*N/m, (i+1)*N/m) and its draw carries its size as weight (unbiased; strata of
+    // similar hash buckets make the estimate less noisy than independent draws).
+    for (std::int64_t i = 0; i < m; ++i) {
+      const std::int64_t lo = i * outside / m, size = (i + 1) * outside / m - lo;
+      const std::int64_t u = lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
+      keys[i] = kperm[u < start ? u : u + blk];
+      biases[i] = static_cast<float>(std::log(static_cast<double>(size)));
+    }
+    return fixed + m;
   }
   if (c.sampling == Sampling::uniform) {
     const float bias = static_cast<float>(std::log(static_cast<double>(outside) / static_cast<double>(m)));
     for (std::int64_t i = 0; i < m; ++i) {
-      const std::uint64_t u = rng::uniform_below(
-          rng::bits(c.seed, rng::Stream::sample, static_cast<std::uint64_t>(b), static_cast<std::uint64_t>(hq),
-                    p.subproblem, static_cast<std::uint64_t>(beta), static_cast<std::uint64_t>(i)),
-          static_cast<std::uint64_t>(outside));
-      const std::int64_t pos = static_cast<std::int64_t>(u) < start ? static_cast<std::int64_t>(u) : static_cast<std::int64_t>(u) + blk;
-      s.keys[static_cast<std::size_t>(blk + i)] = kperm[pos];
-      s.bias[static_cast<std::size_t>(blk + i)] = bias;
+      const std::int64_t u = static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(outside)));
+      keys[i] = kperm[u < start ? u : u + blk];
+      biases[i] = bias;
     }
-    return blk + m;
+    return fixed + m;
   }
   // value_norm: a defensive mixture p_j = 1/2 * ||v_j||^2 / W + 1/2 * 1/outside over the keys
   // outside the block (W their total squared norm), so every key keeps a positive probability and
   // both the numerator and the denominator stay unbiased; bias = log(1 / (m p_j)).
-  const double* cum = ctx.k_cum.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + p.k0;  // inclusive, sorted order
+  const double* cum = ctx.k_cum.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;  // inclusive, sorted order
   const double* norm2 = ctx.v_norm2.data() + (b * ctx.heads_kv + hkv) * ctx.n_k;
   const double before = start > 0 ? cum[start - 1] : 0.0;
   const double inside = cum[start + blk - 1] - before;
   const double total = cum[nk - 1];
   const double w_out = std::max(0.0, total - inside);
   for (std::int64_t i = 0; i < m; ++i) {
-    const std::uint64_t bits = rng::bits(c.seed, rng::Stream::sample, static_cast<std::uint64_t>(b), static_cast<std::uint64_t>(hq),
-                                         p.subproblem, static_cast<std::uint64_t>(beta), static_cast<std::uint64_t>(i));
+    const std::uint64_t bits = random_bits(i);
     std::int64_t pos;
     if ((bits >> 63) == 0 || w_out <= 0.0) {  // the uniform half of the mixture
       const std::int64_t u = static_cast<std::int64_t>(rng::uniform_below(bits << 1, static_cast<std::uint64_t>(outside)));
@@ -276,10 +297,10 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     }
     const std::int32_t key = kperm[pos];
     const double prob = 0.5 * (w_out > 0.0 ? norm2[key] / w_out : 0.0) + 0.5 / static_cast<double>(outside);
-    s.keys[static_cast<std::size_t>(blk + i)] = key;
-    s.bias[static_cast<std::size_t>(blk + i)] = static_cast<float>(-std::log(static_cast<double>(m) * prob));
+    keys[i] = key;
+    biases[i] = static_cast<float>(-std::log(static_cast<double>(m) * prob));
   }
-  return blk + m;
+  return fixed + m;
 }
 
 void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, ThreadScratch& s) {
@@ -364,7 +385,7 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
     if (p.approximate) {
       units = block_count(p, ctx.config);
       max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
-      max_keys = std::max(max_keys, ctx.config.block_size + ctx.config.sample_size);
+      max_keys = std::max(max_keys, p.sinks + ctx.config.block_size + ctx.config.sample_size);
       unit_cost = static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
                   static_cast<double>(ctx.config.block_size + ctx.config.sample_size);
     } else {
@@ -422,8 +443,12 @@ void prepare_lsh(Context& ctx) {
 
 }  // namespace
 
-bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config) {
-  return n_q >= config.min_seq_len && config.block_size + config.sample_size < n_k;
+bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config, std::int64_t sinks) {
+  return n_q >= config.min_seq_len && sinks + config.block_size + config.sample_size < n_k;
+}
+
+std::int64_t sinks_of(std::int64_t k0, std::int64_t k1, const AttentionConfig& config) {
+  return k0 == 0 ? std::min(config.sink_keys, k1 - k0) : 0;
 }
 
 std::vector<float> projections(const AttentionArgs& args, const AttentionConfig& config,
@@ -502,7 +527,7 @@ Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
     Context ctx(args, config, injected);
     prepare_lsh(ctx);
     Phase phase;
-    phase.parts.push_back({0, ctx.n_q, 0, ctx.n_k, cpu::kNoCausalMask, true, 0});
+    phase.parts.push_back({0, ctx.n_q, 0, ctx.n_k, cpu::kNoCausalMask, true, 0, sinks_of(0, ctx.n_k, config)});
     sort_phase(ctx, phase);
     const Part& p = phase.parts[0];
     const std::int64_t blocks = block_count(p, config);
@@ -510,9 +535,11 @@ Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
       for (std::int64_t beta = 0; beta < blocks; ++beta)
         for (std::int64_t i = beta * ctx.n_q / blocks; i < (beta + 1) * ctx.n_q / blocks; ++i)
           query_block[bh * ctx.n_q + ctx.q_perm[static_cast<std::size_t>(bh * ctx.n_q + i)]] = static_cast<std::int32_t>(beta);
-    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh)
-      for (std::int64_t i = 0; i < ctx.n_k; ++i)
-        key_block[bh * ctx.n_k + ctx.k_perm[static_cast<std::size_t>(bh * ctx.n_k + i)]] = static_cast<std::int32_t>(i / config.block_size);
+    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh) {
+      for (std::int64_t i = 0; i < p.sinks; ++i) key_block[bh * ctx.n_k + i] = -1;  // sinks: attended by every block
+      for (std::int64_t i = p.sinks; i < ctx.n_k; ++i)
+        key_block[bh * ctx.n_k + ctx.k_perm[static_cast<std::size_t>(bh * ctx.n_k + i)]] = static_cast<std::int32_t>((i - p.sinks) / config.block_size);
+    }
   } catch (const std::bad_alloc&) {
     return Status::OutOfMemory("hyperattn: could not allocate the workspace for lsh_blocks");
   }

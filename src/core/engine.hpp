@@ -24,6 +24,9 @@ struct Part {
   std::int64_t causal_diagonal = cpu::kNoCausalMask;
   bool approximate = false;      // sorted-LSH blocks + sampled residual
   std::uint64_t subproblem = 0;  // random-stream id (rng::subproblem_id)
+  // Approximated parts: keys [k0, k0 + sinks) are attended exactly by every query ("attention
+  // sinks"); hashing, blocks and samples cover [k0 + sinks, k1).
+  std::int64_t sinks = 0;
 };
 
 struct Phase {
@@ -48,7 +51,11 @@ Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
 
 // Whether a non-causal sub-problem of n_q queries and n_k keys is approximated (specification §2):
 // not below min_seq_len queries, and only if block plus samples leave keys out.
-bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config);
+// `sinks` keys of the n_k are always attended (they count towards what is attended).
+bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config, std::int64_t sinks = 0);
+
+// The sinks of a sub-problem whose keys start at k0: the first config.sink_keys keys of the sequence.
+std::int64_t sinks_of(std::int64_t k0, std::int64_t k1, const AttentionConfig& config);
 
 // The projections [batch, heads_kv, head_dim, lsh_bits] drawn from the seed (or copied from the
 // injected ones).

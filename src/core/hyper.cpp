@@ -21,6 +21,14 @@ namespace {
 using core::Part;
 using core::Plan;
 
+// A non-causal sub-problem, approximated when the rule says so, with its attention sinks.
+Part noncausal_part(std::int64_t q0, std::int64_t q1, std::int64_t k0, std::int64_t k1, std::uint64_t subproblem,
+                    const AttentionConfig& c) {
+  const std::int64_t sinks = core::sinks_of(k0, k1, c);
+  const bool approx = core::approximated(q1 - q0, k1 - k0, c, sinks);
+  return {q0, q1, k0, k1, cpu::kNoCausalMask, approx, subproblem, approx ? sinks : 0};
+}
+
 // Recursion over [s, t) of the causal rows; row e + i pairs with key p + i.
 void split(std::int64_t s, std::int64_t t, int depth, std::int64_t e, std::int64_t p,
            const AttentionConfig& c, std::vector<Part>& leaves, std::vector<std::vector<Part>>& levels) {
@@ -32,15 +40,13 @@ void split(std::int64_t s, std::int64_t t, int depth, std::int64_t e, std::int64
   split(s, mid, depth + 1, e, p, c, leaves, levels);
   split(mid, t, depth + 1, e, p, c, leaves, levels);
   if (levels.size() <= static_cast<std::size_t>(depth)) levels.resize(static_cast<std::size_t>(depth) + 1);
-  const bool approx = core::approximated(t - mid, mid - s, c);
-  levels[static_cast<std::size_t>(depth)].push_back(
-      {e + mid, e + t, p + s, p + mid, cpu::kNoCausalMask, approx, rng::subproblem_id(e + mid, p + s)});
+  levels[static_cast<std::size_t>(depth)].push_back(noncausal_part(e + mid, e + t, p + s, p + mid, rng::subproblem_id(e + mid, p + s), c));
 }
 
 Plan hyper_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& c) {
   Plan plan;
   if (!c.causal) {
-    plan.phases.push_back({{{0, n_q, 0, n_k, cpu::kNoCausalMask, core::approximated(n_q, n_k, c), 0}}});
+    plan.phases.push_back({{noncausal_part(0, n_q, 0, n_k, 0, c)}});
     return plan;
   }
   const std::int64_t e = std::max<std::int64_t>(0, n_q - n_k);  // rows [0, e) see no key
@@ -52,7 +58,7 @@ Plan hyper_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& c) {
   split(0, rows, 0, e, p, c, leaves, levels);
   plan.phases.push_back({leaves});
   if (p > 0)
-    plan.phases.push_back({{{e, n_q, 0, p, cpu::kNoCausalMask, core::approximated(rows, p, c), rng::subproblem_id(e, 0) ^ 0x8000000000000000ull}}});
+    plan.phases.push_back({{noncausal_part(e, n_q, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull, c)}});
   for (auto& level : levels) plan.phases.push_back({level});
   return plan;
 }
@@ -68,7 +74,7 @@ Status check_injected(const AttentionArgs& args, const AttentionConfig& c, const
     if (c.causal)
       return Status::InvalidArgument("injected.samples: given for a causal problem; expected null (samples can be injected only for a non-causal problem)");
     const std::int64_t n_k = args.k.seq();
-    const std::int64_t blocks = (n_k + c.block_size - 1) / c.block_size;
+    const std::int64_t blocks = (n_k - core::sinks_of(0, n_k, c) + c.block_size - 1) / c.block_size;
     const std::int64_t n = args.q.batch() * args.q.heads() * blocks * c.sample_size;
     for (std::int64_t i = 0; i < n; ++i)
       if (inj.samples[i] < 0 || inj.samples[i] >= n_k)

@@ -108,19 +108,26 @@ struct Hyper {
   // Non-causal sub-problem: queries [q0,q1) x keys [k0,k1), specification §2.
   Rows noncausal(std::int64_t b, std::int64_t h, std::int64_t q0, std::int64_t q1, std::int64_t k0, std::int64_t k1,
                  std::uint64_t subproblem) const {
-    const std::int64_t nq = q1 - q0, nk = k1 - k0;
-    if (!core::approximated(nq, nk, c)) return exact_rows(H, b, h, q0, q1, k0, k1, std::numeric_limits<std::int64_t>::max() / 4, scale);
+    const std::int64_t nq = q1 - q0;
+    const std::int64_t sinks = core::sinks_of(k0, k1, c);
+    if (!core::approximated(nq, k1 - k0, c, sinks)) return exact_rows(H, b, h, q0, q1, k0, k1, std::numeric_limits<std::int64_t>::max() / 4, scale);
     const std::int64_t hkv = h / (H.hq / H.hkv);
     const auto qs = sorted(q0, q1, b, hkv, [&](std::int64_t i) { return H.qrow(b, h, i); });
-    const auto ks = sorted(k0, k1, b, hkv, [&](std::int64_t j) { return H.krow(b, hkv, j); });
+    const auto ks = sorted(k0 + sinks, k1, b, hkv, [&](std::int64_t j) { return H.krow(b, hkv, j); });
+    const std::int64_t nk = k1 - k0 - sinks;
     const std::int64_t blocks = (nk + c.block_size - 1) / c.block_size;
     Rows r{std::vector<double>(static_cast<std::size_t>(nq * H.d)), std::vector<double>(static_cast<std::size_t>(nq))};
     for (std::int64_t beta = 0; beta < blocks; ++beta) {
       const std::int64_t start = beta * c.block_size, blk = std::min(nk, start + c.block_size) - start;
       const std::int64_t outside = nk - blk;
-      const std::int64_t m = outside > 0 ? c.sample_size : 0;
+      const std::int64_t m = c.sampling == Sampling::stratified ? std::min(c.sample_size, outside) : (outside > 0 ? c.sample_size : 0);
       std::vector<const double*> kr, vr;
       std::vector<double> bias;
+      for (std::int64_t j = k0; j < k0 + sinks; ++j) {
+        kr.push_back(H.krow(b, hkv, j));
+        vr.push_back(H.vrow(b, hkv, j));
+        bias.push_back(0.0);
+      }
       for (std::int64_t i = 0; i < blk; ++i) {
         kr.push_back(H.krow(b, hkv, ks[start + i]));
         vr.push_back(H.vrow(b, hkv, ks[start + i]));
@@ -128,8 +135,14 @@ struct Hyper {
       }
       for (std::int64_t i = 0; i < m; ++i) {
         std::int64_t key;
+        double weight = static_cast<double>(outside) / static_cast<double>(m);
         if (inj.samples != nullptr && subproblem == 0) {
           key = inj.samples[((b * H.hq + h) * blocks + beta) * m + i];
+        } else if (c.sampling == Sampling::stratified) {
+          const std::int64_t lo = i * outside / m, size = (i + 1) * outside / m - lo;
+          const std::int64_t u = lo + static_cast<std::int64_t>(rng::uniform_below(rng::bits(c.seed, rng::Stream::sample, b, h, subproblem, beta, i), size));
+          key = ks[u < start ? u : u + blk];
+          weight = static_cast<double>(size);
         } else {
           const std::int64_t u = static_cast<std::int64_t>(rng::uniform_below(
               rng::bits(c.seed, rng::Stream::sample, b, h, subproblem, beta, i), outside));
@@ -137,7 +150,7 @@ struct Hyper {
         }
         kr.push_back(H.krow(b, hkv, key));
         vr.push_back(H.vrow(b, hkv, key));
-        bias.push_back(std::log(static_cast<double>(outside) / static_cast<double>(m)));
+        bias.push_back(std::log(weight));
       }
       for (std::int64_t s = beta * nq / blocks; s < (beta + 1) * nq / blocks; ++s) {
         const std::int64_t i = qs[s];
@@ -221,7 +234,7 @@ Status exact_attention(const AttentionArgs& args, const AttentionConfig& config,
 Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected,
                        Output* result) {
   HYPERATTN_RETURN_IF_ERROR(validate(args, config));
-  if (config.sampling != Sampling::uniform) return Status::Unsupported("reference::hyper_attention: uniform sampling only");
+  if (config.sampling == Sampling::value_norm) return Status::Unsupported("reference::hyper_attention: uniform or stratified sampling only");
   const Heads H = load(args);
   Hyper hy{H, config, injected, core::projections(args, config, injected), resolve_scale(config, H.d)};
   const std::int64_t batch = args.q.batch();

@@ -23,7 +23,7 @@ void attend_row(const double* q, const std::vector<const double*>& k_rows,
 
 Status exact_attention(const AttentionArgs& args, const AttentionConfig& config, Output* result);
 
-// Uniform sampling only (value_norm is checked statistically against exact attention instead).
+// Uniform and stratified sampling, attention sinks (value_norm is checked statistically against exact attention instead).
 Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
                        const InjectedRandomness& injected, Output* result);
 

@@ -223,3 +223,42 @@ TEST(HyperAttention, LshBlocksPartitionQueriesAndKeys) {
 
 }  // namespace
 }  // namespace hyperattn::testing
+
+namespace hyperattn::testing {
+namespace {
+
+TEST(HyperVariants, SinksAndStratifiedMatchReference) {
+  for (Sampling sampling : {Sampling::uniform, Sampling::stratified})
+    for (std::int64_t sinks : {0, 16, 100}) {
+      for (bool causal : {false, true}) {
+        SCOPED_TRACE(std::to_string(static_cast<int>(sampling)) + " sinks " + std::to_string(sinks) + (causal ? " causal" : ""));
+        Problem p({1, 2, 1, 1000, 1000, 64}, DType::f32, Layout::bshd, 101, 1.5f);
+        AttentionConfig cfg = hyper_config(64, 32, 100, 6, causal);
+        cfg.sampling = sampling;
+        cfg.sink_keys = sinks;
+        expect_matches_reference(p, cfg);
+      }
+    }
+}
+
+TEST(HyperVariants, StratifiedSamplingIsUnbiased) { check_unbiased(Sampling::stratified); }
+
+TEST(HyperVariants, SinksCoveringEverythingAreExact) {
+  Problem p({1, 1, 1, 400, 400, 32}, DType::f32, Layout::bhsd, 102);
+  AttentionConfig cfg = hyper_config(16, 8, 0, 5, false);
+  cfg.sink_keys = 400;
+  expect_matches_exact(p, cfg);
+}
+
+TEST(HyperVariants, SinksAreMarkedInLshBlocks) {
+  Problem p({1, 1, 1, 500, 500, 32}, DType::f32, Layout::bhsd, 103);
+  AttentionConfig cfg = hyper_config(64, 8, 0, 5, false);
+  cfg.sink_keys = 10;
+  std::vector<std::int32_t> qb(500), kb(500);
+  ASSERT_TRUE(lsh_blocks(p.args(), cfg, {}, qb.data(), kb.data()).ok());
+  for (int j = 0; j < 10; ++j) EXPECT_EQ(kb[static_cast<std::size_t>(j)], -1);
+  for (int j = 10; j < 500; ++j) EXPECT_GE(kb[static_cast<std::size_t>(j)], 0);
+}
+
+}  // namespace
+}  // namespace hyperattn::testing
