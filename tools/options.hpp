@@ -20,8 +20,9 @@ inline void add_hyper_options(CLI::App* app, AttentionConfig* config) {
   app->add_option("--seed", config->seed, "seed of the random projections and samples")->capture_default_str();
   static const std::map<std::string, BucketOrder> kOrders{{"gray-rank", BucketOrder::gray_rank}, {"reference", BucketOrder::reference_gray}};
   app->add_option("--bucket-order", config->bucket_order, "gray-rank (default) or reference (the authors' order)")->transform(CLI::CheckedTransformer(kOrders, CLI::ignore_case));
-  static const std::map<std::string, Sampling> kSampling{{"uniform", Sampling::uniform}, {"value-norm", Sampling::value_norm}};
-  app->add_option("--sampling", config->sampling, "uniform (default) or value-norm (the paper's AMM)")->transform(CLI::CheckedTransformer(kSampling, CLI::ignore_case));
+  static const std::map<std::string, Sampling> kSampling{{"uniform", Sampling::uniform}, {"value-norm", Sampling::value_norm}, {"stratified", Sampling::stratified}};
+  app->add_option("--sampling", config->sampling, "uniform (the paper), value-norm (the paper's AMM) or stratified (one draw per stratum of the sorted order)")->transform(CLI::CheckedTransformer(kSampling, CLI::ignore_case));
+  app->add_option("--sink-keys", config->sink_keys, "the first N keys are attended exactly by every query (attention sinks; 0 = the paper)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
 }
 
 inline void add_threads_option(CLI::App* app, AttentionConfig* config) {
