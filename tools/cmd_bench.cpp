@@ -14,12 +14,19 @@
 
 #include "commands.hpp"
 #include "core/bfloat16.hpp"
+#include "hyperattn/attention.hpp"
 #include "options.hpp"
 #include "support/plot.hpp"
 #include "support/progress.hpp"
 
 namespace hyperattn::cli {
 namespace {
+
+using tools::PlotSpec;
+using tools::ProgressBar;
+using tools::Series;
+using tools::plot_png;
+using tools::progress_callback;
 
 struct BenchOptions {
   std::vector<std::int64_t> seq{4096, 8192, 16384, 32768};

@@ -14,6 +14,9 @@
 namespace hyperattn::cli {
 namespace {
 
+using tools::ProgressBar;
+using tools::progress_callback;
+
 struct RunOptions {
   std::string q, k, v, in, out, lse;
   bool exact = false, compare_exact = false, check_inputs = false, quiet = false;

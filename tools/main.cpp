@@ -16,13 +16,18 @@ int main(int argc, char** argv) {
   std::vector<hyperattn::cli::Command> commands = {
       hyperattn::cli::add_run_command(app),
       hyperattn::cli::add_bench_command(app),
-      hyperattn::cli::add_eval_command(app),
-      hyperattn::cli::add_diagnose_command(app),
   };
+#ifdef HYPERATTN_HAVE_EVAL
+  commands.push_back(hyperattn::cli::add_eval_command(app));
+#endif
+#ifdef HYPERATTN_HAVE_DIAGNOSE
+  commands.push_back(hyperattn::cli::add_diagnose_command(app));
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int code = app.exit(e);  // prints the help, the version or the error
+    return code == 0 ? 0 : 2;      // bad command lines exit with 2, like every other bad input
   }
   try {
     for (const auto& c : commands)

@@ -1,0 +1,164 @@
+// tests/tools/test_cli.cpp: the `hyperattn` tool as a user runs it: files in, files out, exit codes.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "io/array_io.hpp"
+#include "reference/reference.hpp"
+
+namespace hyperattn {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Cli : ::testing::Test {
+  fs::path dir;
+  void SetUp() override {
+    dir = fs::temp_directory_path() / ("hyperattn_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  void TearDown() override { fs::remove_all(dir); }
+  std::string p(const std::string& name) const { return (dir / name).string(); }
+
+  // Exit code of `hyperattn <args>`, output to dir/stdout and dir/stderr.
+  int run(const std::string& args) const {
+    const std::string cmd = std::string(HYPERATTN_CLI) + " " + args + " > " + p("stdout") + " 2> " + p("stderr");
+    const int rc = std::system(cmd.c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  }
+  std::string err() const {
+    std::ifstream f(p("stderr"));
+    return {std::istreambuf_iterator<char>(f), {}};
+  }
+  std::vector<float> random_npy(const std::string& name, std::vector<std::int64_t> shape, std::uint64_t seed) const {
+    std::int64_t n = 1;
+    for (auto s : shape) n *= s;
+    std::vector<float> x(static_cast<std::size_t>(n));
+    std::mt19937_64 gen(seed);
+    std::normal_distribution<float> nd;
+    for (float& v : x) v = nd(gen);
+    EXPECT_TRUE(io::write_npy(p(name), io::Array::from_f32(shape, x.data())).ok());
+    return x;
+  }
+  std::vector<float> read(const std::string& name) const {
+    io::Array a;
+    const Status s = io::read_npy(p(name), &a);
+    EXPECT_TRUE(s.ok()) << s.message();
+    return a.to_f32();
+  }
+  std::string bytes(const std::string& name) const {
+    std::ifstream f(p(name), std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+  }
+};
+
+// Exact attention in double of [heads_q, n_q, d] against [heads_kv, n_k, d].
+reference::Output exact_ref(std::vector<float>& q, std::vector<float>& k, std::vector<float>& v, std::int64_t hq, std::int64_t hkv,
+                            std::int64_t nq, std::int64_t nk, std::int64_t d, bool causal) {
+  std::vector<float> out(q.size());
+  AttentionArgs a{TensorView::bhsd(q.data(), DType::f32, 1, hq, nq, d), TensorView::bhsd(k.data(), DType::f32, 1, hkv, nk, d),
+                  TensorView::bhsd(v.data(), DType::f32, 1, hkv, nk, d), TensorView::bhsd(out.data(), DType::f32, 1, hq, nq, d), {}};
+  AttentionConfig c;
+  c.causal = causal;
+  reference::Output r;
+  EXPECT_TRUE(reference::exact_attention(a, c, &r).ok());
+  return r;
+}
+
+TEST_F(Cli, ExactMatchesDoublePrecision) {
+  auto q = random_npy("q.npy", {4, 301, 64}, 1), k = random_npy("k.npy", {2, 517, 64}, 2), v = random_npy("v.npy", {2, 517, 64}, 3);
+  for (bool causal : {false, true}) {
+    ASSERT_EQ(run("run --q " + p("q.npy") + " --k " + p("k.npy") + " --v " + p("v.npy") + " --out " + p("o.npy") + " --lse " +
+                  p("l.npy") + " --exact --threads 2" + (causal ? " --causal" : "")), 0) << err();
+    const auto o = read("o.npy");
+    const auto ref = exact_ref(q, k, v, 4, 2, 301, 517, 64, causal);
+    double mx = 0;
+    for (std::size_t i = 0; i < o.size(); ++i) mx = std::max(mx, std::abs(o[i] - ref.out[i]));
+    EXPECT_LE(mx, 10.0 * (10.0 * 64 + 517) * 0x1.0p-24);  // docs/numerics.md
+    EXPECT_EQ(read("l.npy").size(), 4u * 301);
+  }
+}
+
+TEST_F(Cli, FullBlockWithoutSamplesIsExact) {
+  auto q = random_npy("q.npy", {2, 300, 32}, 4), k = random_npy("k.npy", {2, 700, 32}, 5), v = random_npy("v.npy", {2, 700, 32}, 6);
+  for (bool causal : {false, true}) {
+    ASSERT_EQ(run("run --q " + p("q.npy") + " --k " + p("k.npy") + " --v " + p("v.npy") + " --out " + p("o.npy") +
+                  " --block-size 700 --sample-size 0 --min-seq-len 16" + (causal ? " --causal" : "")), 0) << err();
+    const auto o = read("o.npy");
+    const auto ref = exact_ref(q, k, v, 2, 2, 300, 700, 32, causal);
+    double mx = 0;
+    for (std::size_t i = 0; i < o.size(); ++i) mx = std::max(mx, std::abs(o[i] - ref.out[i]));
+    EXPECT_LE(mx, 10.0 * (10.0 * 32 + 700) * 0x1.0p-24);
+  }
+}
+
+TEST_F(Cli, ThreadCountGivesIdenticalBytes) {
+  random_npy("q.npy", {2, 3000, 64}, 7), random_npy("k.npy", {1, 3000, 64}, 8), random_npy("v.npy", {1, 3000, 64}, 9);
+  const std::string in = "run --q " + p("q.npy") + " --k " + p("k.npy") + " --v " + p("v.npy") + " --causal --block-size 64 --sample-size 64 --min-seq-len 256 --seed 3";
+  ASSERT_EQ(run(in + " --threads 1 --out " + p("o1.npy")), 0) << err();
+  ASSERT_EQ(run(in + " --threads 2 --out " + p("o2.npy")), 0) << err();
+  EXPECT_EQ(bytes("o1.npy"), bytes("o2.npy"));
+}
+
+TEST_F(Cli, SafetensorsInput) {
+  auto q = random_npy("q.npy", {2, 100, 32}, 10), k = random_npy("k.npy", {2, 100, 32}, 11), v = random_npy("v.npy", {2, 100, 32}, 12);
+  std::map<std::string, io::Array> t{{"q", io::Array::from_f32({2, 100, 32}, q.data())},
+                                     {"k", io::Array::from_f32({2, 100, 32}, k.data())},
+                                     {"v", io::Array::from_f32({2, 100, 32}, v.data())}};
+  ASSERT_TRUE(io::write_safetensors(p("qkv.safetensors"), t).ok());
+  ASSERT_EQ(run("run --in " + p("qkv.safetensors") + " --out " + p("o.npy") + " --exact"), 0) << err();
+  ASSERT_EQ(run("run --q " + p("q.npy") + " --k " + p("k.npy") + " --v " + p("v.npy") + " --out " + p("o2.npy") + " --exact"), 0) << err();
+  EXPECT_EQ(bytes("o.npy"), bytes("o2.npy"));
+}
+
+TEST_F(Cli, MalformedAndMismatchedInputsAreRefused) {
+  random_npy("q.npy", {2, 100, 32}, 13), random_npy("k.npy", {2, 100, 32}, 14), random_npy("v.npy", {2, 90, 32}, 15);
+  const std::string kv = " --k " + p("k.npy") + " --out " + p("o.npy");
+  EXPECT_EQ(run("run --q " + p("q.npy") + kv + " --v " + p("v.npy")), 2);
+  EXPECT_NE(err().find("v: seq_kv is 90; expected the seq of k (100)"), std::string::npos) << err();
+  // Truncated file.
+  const std::string full = bytes("q.npy");
+  std::ofstream(p("trunc.npy"), std::ios::binary) << full.substr(0, full.size() / 2);
+  EXPECT_EQ(run("run --q " + p("trunc.npy") + kv + " --v " + p("k.npy")), 2);
+  EXPECT_NE(err().find("trunc.npy"), std::string::npos) << err();
+  // A header that claims a huge shape over a tiny file: refused without allocating it.
+  std::string huge = full;
+  const auto pos = huge.find("(2, 100, 32)");
+  ASSERT_NE(pos, std::string::npos);
+  huge.replace(pos, 12, "(99999999999");
+  std::ofstream(p("huge.npy"), std::ios::binary) << huge;
+  EXPECT_EQ(run("run --q " + p("huge.npy") + kv + " --v " + p("k.npy")), 2);
+  // Garbage.
+  std::ofstream(p("junk.npy"), std::ios::binary) << "this is not a numpy file at all";
+  EXPECT_EQ(run("run --q " + p("junk.npy") + kv + " --v " + p("k.npy")), 2);
+  // A missing file and a bad flag value.
+  EXPECT_EQ(run("run --q " + p("missing.npy") + kv + " --v " + p("k.npy")), 2);
+  EXPECT_EQ(run("run --q " + p("q.npy") + kv + " --v " + p("k.npy") + " --lsh-bits 17"), 2);
+  // NaN inputs are found on request.
+  std::vector<float> nan(2 * 100 * 32, 1.0f);
+  nan[3 * 32 + 5] = std::nanf("");
+  ASSERT_TRUE(io::write_npy(p("nan.npy"), io::Array::from_f32({2, 100, 32}, nan.data())).ok());
+  EXPECT_EQ(run("run --check-inputs --q " + p("nan.npy") + kv + " --v " + p("k.npy")), 2);
+  EXPECT_NE(err().find("seq 3, dim 5"), std::string::npos) << err();
+}
+
+TEST_F(Cli, BenchWritesJsonRecords) {
+  ASSERT_EQ(run("bench --seq 256,512 --head-dim 32 --both --repeats 2 --min-seq-len 256 --block-size 64 --sample-size 64 --json " + p("b.json")), 0) << err();
+  std::ifstream f(p("b.json"));
+  const auto j = nlohmann::json::parse(f);
+  ASSERT_EQ(j.size(), 8u);  // 2 lengths x 2 masks x 2 methods
+  for (const auto& r : j) {
+    for (const char* key : {"method", "seq", "head_dim", "heads", "causal", "threads", "median_s"}) EXPECT_TRUE(r.contains(key)) << key;
+    EXPECT_GT(r["median_s"].get<double>(), 0.0);
+  }
+}
+
+}  // namespace
+}  // namespace hyperattn
