@@ -1,7 +1,6 @@
 // tools/options.hpp: the HyperAttention flags shared by run, bench, eval and diagnose.
 #pragma once
 
-#include <map>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -18,10 +17,20 @@ inline void add_hyper_options(CLI::App* app, AttentionConfig* config) {
   app->add_option("--lsh-bits", config->lsh_bits, "hash bits r (2^r buckets)")->capture_default_str()->check(CLI::Range(1, 16));
   app->add_option("--min-seq-len", config->min_seq_len, "below this many queries (and at the causal leaves) attention is exact")->capture_default_str()->check(CLI::NonNegativeNumber);
   app->add_option("--seed", config->seed, "seed of the random projections and samples")->capture_default_str();
-  static const std::map<std::string, BucketOrder> kOrders{{"gray-rank", BucketOrder::gray_rank}, {"reference", BucketOrder::reference_gray}};
-  app->add_option("--bucket-order", config->bucket_order, "gray-rank (default) or reference (the authors' order)")->transform(CLI::CheckedTransformer(kOrders, CLI::ignore_case));
-  static const std::map<std::string, Sampling> kSampling{{"uniform", Sampling::uniform}, {"value-norm", Sampling::value_norm}, {"stratified", Sampling::stratified}};
-  app->add_option("--sampling", config->sampling, "uniform (the paper), value-norm (the paper's AMM) or stratified (one draw per stratum of the sorted order)")->transform(CLI::CheckedTransformer(kSampling, CLI::ignore_case));
+  app->add_option_function<std::string>(
+         "--bucket-order",
+         [config](const std::string& v) { config->bucket_order = v == "reference" ? BucketOrder::reference_gray : BucketOrder::gray_rank; },
+         "gray-rank (default) or reference (the authors' order, for comparisons)")
+      ->check(CLI::IsMember({"gray-rank", "reference"}))
+      ->type_name("ORDER");
+  app->add_option_function<std::string>(
+         "--sampling",
+         [config](const std::string& v) {
+           config->sampling = v == "value-norm" ? Sampling::value_norm : v == "stratified" ? Sampling::stratified : Sampling::uniform;
+         },
+         "uniform (the paper, default), value-norm (the paper's AMM) or stratified (one draw per stratum of the sorted order)")
+      ->check(CLI::IsMember({"uniform", "value-norm", "stratified"}))
+      ->type_name("SAMPLING");
   app->add_option("--sink-keys", config->sink_keys, "the first N keys are attended exactly by every query (attention sinks; 0 = the paper)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
 }
 
