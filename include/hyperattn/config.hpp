@@ -35,6 +35,8 @@ struct AttentionConfig {
   Sampling sampling = Sampling::uniform;
   // The first sink_keys keys of the sequence are attended exactly by every query of each
   // approximated sub-problem that contains them ("attention sinks"); 0 = none (the paper).
+  // They come out of that sub-problem's sample budget: every query still attends to
+  // block_size + max(sample_size, sink_keys) keys.
   std::int64_t sink_keys = 0;
 
   // Optional progress report, called with (done, total) work units from whichever worker thread

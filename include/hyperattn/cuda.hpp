@@ -47,14 +47,16 @@ Status cuda_exact_attention(const AttentionArgs& args, const AttentionConfig& co
 
 // HyperAttention (specification §2-§4), the same algorithm and random streams as the CPU.
 // `injected` holds HOST pointers here (layouts as in attention.hpp); they are copied to the
-// device inside the call. Only Sampling::uniform is implemented on CUDA.
+// device inside the call. Sampling::uniform and ::stratified are implemented (value_norm: unsupported).
 Status cuda_hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
                             const InjectedRandomness& injected, void* workspace,
                             std::size_t workspace_bytes, void* stream);
 
 // Diagnostics, as lsh_blocks() in attention.hpp, for the top-level non-causal problem; the
 // outputs are DEVICE pointers (contiguous int32 [batch, heads_q, seq_q] and
-// [batch, heads_kv, seq_kv]). Needs cuda_workspace_size(..., hyper = true) bytes.
+// [batch, heads_kv, seq_kv]; sinks get -1). Needs cuda_lsh_blocks_workspace_size() bytes.
+Status cuda_lsh_blocks_workspace_size(const AttentionArgs& args, const AttentionConfig& config,
+                                      std::size_t* bytes);
 Status cuda_lsh_blocks(const AttentionArgs& args, const AttentionConfig& config,
                        const InjectedRandomness& injected, std::int32_t* query_block,
                        std::int32_t* key_block, void* workspace, std::size_t workspace_bytes,

@@ -222,7 +222,9 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   const std::int64_t start = beta * c.block_size;
   const std::int64_t blk = std::min(nk, start + c.block_size) - start;
   const std::int64_t outside = nk - blk;
-  std::int64_t m = outside > 0 ? c.sample_size : 0;
+  // The sinks come out of the sample budget, so every query attends to block_size + sample_size
+  // keys whether or not its sub-problem holds the sinks.
+  std::int64_t m = outside > 0 ? std::max<std::int64_t>(c.sample_size - p.sinks, 0) : 0;
   if (c.sampling == Sampling::stratified) m = std::min(m, outside);  // every stratum non-empty
   const std::int32_t* kperm = ctx.k_perm.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;
   std::int32_t* keys = s.keys.data();
@@ -239,7 +241,7 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   if (m == 0) return fixed;
   const std::int64_t blocks = block_count(p, c);
   if (ctx.injected.samples != nullptr && p.subproblem == 0) {
-    const std::int32_t* inj = ctx.injected.samples + ((b * ctx.heads_q + hq) * blocks + beta) * m;
+    const std::int32_t* inj = ctx.injected.samples + ((b * ctx.heads_q + hq) * blocks + beta) * c.sample_size;
     const float bias = std::log(static_cast<float>(outside) / static_cast<float>(m));
     for (std::int64_t i = 0; i < m; ++i) {
       keys[i] = inj[i];
@@ -385,7 +387,7 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
     if (p.approximate) {
       units = block_count(p, ctx.config);
       max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
-      max_keys = std::max(max_keys, p.sinks + ctx.config.block_size + ctx.config.sample_size);
+      max_keys = std::max(max_keys, ctx.config.block_size + std::max(p.sinks, ctx.config.sample_size));
       unit_cost = static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
                   static_cast<double>(ctx.config.block_size + ctx.config.sample_size);
     } else {
@@ -444,7 +446,7 @@ void prepare_lsh(Context& ctx) {
 }  // namespace
 
 bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config, std::int64_t sinks) {
-  return n_q >= config.min_seq_len && sinks + config.block_size + config.sample_size < n_k;
+  return n_q >= config.min_seq_len && config.block_size + std::max(config.sample_size, sinks) < n_k;
 }
 
 std::int64_t sinks_of(std::int64_t k0, std::int64_t k1, const AttentionConfig& config) {

@@ -38,6 +38,12 @@ struct Plan {
   std::vector<std::int64_t> empty_rows;  // [first, last) rows that see no key at all: O = 0, LSE = -inf
 };
 
+// The plan of exact attention (one part; causal bottom-right aligned) and of HyperAttention
+// (hyper.cpp: one approximated part, or the flattened causal recursion). Every backend lowers
+// these same plans, so CPU and CUDA compute the same parts and merge them in the same order.
+Plan exact_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config);
+Plan hyper_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config);
+
 // Executes a plan. `args` and `config` must have passed validate(); `injected` as in the API
 // (injected samples are used by an approximated part with subproblem 0).
 Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfig& config,

@@ -3,15 +3,18 @@
 
 namespace hyperattn {
 
-Status exact_attention(const AttentionArgs& args, const AttentionConfig& config) {
-  HYPERATTN_RETURN_IF_ERROR(validate(args, config));
-  const std::int64_t n_q = args.q.seq(), n_k = args.k.seq();
-  core::Plan plan;
-  core::Part part{0, n_q, 0, n_k, cpu::kNoCausalMask, false, 0};
+core::Plan core::exact_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config) {
+  Plan plan;
+  Part part{0, n_q, 0, n_k, cpu::kNoCausalMask, false, 0};
   // Bottom-right aligned: query i sits at key position n_k - n_q + i.
   if (config.causal) part.causal_diagonal = n_k - n_q;
   plan.phases.push_back({{part}});
-  return core::execute(plan, args, config, {});
+  return plan;
+}
+
+Status exact_attention(const AttentionArgs& args, const AttentionConfig& config) {
+  HYPERATTN_RETURN_IF_ERROR(validate(args, config));
+  return core::execute(core::exact_plan(args.q.seq(), args.k.seq(), config), args, config, {});
 }
 
 }  // namespace hyperattn

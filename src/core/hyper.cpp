@@ -43,7 +43,9 @@ void split(std::int64_t s, std::int64_t t, int depth, std::int64_t e, std::int64
   levels[static_cast<std::size_t>(depth)].push_back(noncausal_part(e + mid, e + t, p + s, p + mid, rng::subproblem_id(e + mid, p + s), c));
 }
 
-Plan hyper_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& c) {
+}  // namespace
+
+Plan core::hyper_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& c) {
   Plan plan;
   if (!c.causal) {
     plan.phases.push_back({{noncausal_part(0, n_q, 0, n_k, 0, c)}});
@@ -62,6 +64,8 @@ Plan hyper_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& c) {
   for (auto& level : levels) plan.phases.push_back({level});
   return plan;
 }
+
+namespace {
 
 Status check_injected(const AttentionArgs& args, const AttentionConfig& c, const InjectedRandomness& inj) {
   if (inj.projections != nullptr) {
@@ -88,7 +92,7 @@ Status check_injected(const AttentionArgs& args, const AttentionConfig& c, const
 Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected) {
   HYPERATTN_RETURN_IF_ERROR(validate(args, config));
   HYPERATTN_RETURN_IF_ERROR(check_injected(args, config, injected));
-  return core::execute(hyper_plan(args.q.seq(), args.k.seq(), config), args, config, injected);
+  return core::execute(core::hyper_plan(args.q.seq(), args.k.seq(), config), args, config, injected);
 }
 
 Status lsh_blocks(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected,

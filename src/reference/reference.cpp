@@ -120,7 +120,8 @@ struct Hyper {
     for (std::int64_t beta = 0; beta < blocks; ++beta) {
       const std::int64_t start = beta * c.block_size, blk = std::min(nk, start + c.block_size) - start;
       const std::int64_t outside = nk - blk;
-      const std::int64_t m = c.sampling == Sampling::stratified ? std::min(c.sample_size, outside) : (outside > 0 ? c.sample_size : 0);
+      const std::int64_t budget = std::max<std::int64_t>(c.sample_size - sinks, 0);  // sinks use up samples
+      const std::int64_t m = c.sampling == Sampling::stratified ? std::min(budget, outside) : (outside > 0 ? budget : 0);
       std::vector<const double*> kr, vr;
       std::vector<double> bias;
       for (std::int64_t j = k0; j < k0 + sinks; ++j) {
@@ -137,7 +138,7 @@ struct Hyper {
         std::int64_t key;
         double weight = static_cast<double>(outside) / static_cast<double>(m);
         if (inj.samples != nullptr && subproblem == 0) {
-          key = inj.samples[((b * H.hq + h) * blocks + beta) * m + i];
+          key = inj.samples[((b * H.hq + h) * blocks + beta) * c.sample_size + i];
         } else if (c.sampling == Sampling::stratified) {
           const std::int64_t lo = i * outside / m, size = (i + 1) * outside / m - lo;
           const std::int64_t u = lo + static_cast<std::int64_t>(rng::uniform_below(rng::bits(c.seed, rng::Stream::sample, b, h, subproblem, beta, i), size));

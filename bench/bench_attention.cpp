@@ -1,0 +1,300 @@
+// bench/bench_attention.cpp: Google Benchmark suite for the CPU attention kernels and the public
+// API. Counters:
+//   FLOPS      attention FLOPs per second, 4 * rows * visible keys * head_dim (2 for Q K^T, 2 for
+//              P V; exp and the softmax not counted), kIsRate;
+//   peak_frac  FLOPS / the measured peak of the same arithmetic (fp32 FMA for f32 inputs, bf16 dot
+//              products for bf16 inputs) on the same number of threads (1 for kernel/..., the
+//              configured threads for the API benchmarks).
+// The peaks are measured at start-up with dependency-free loops (bench/isa_peak.cpp), printed, and
+// also reported as benchmarks peak/... . Run, e.g.:
+//   bench_attention --benchmark_min_time=0.01 --benchmark_filter='kernel/avx512'
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/bfloat16.hpp"
+#include "cpu/attention_kernel.hpp"
+#include "hyperattn/attention.hpp"
+#include "isa_peak.hpp"
+
+namespace {
+
+using hyperattn::DType;
+using hyperattn::cpu::AttentionKernel;
+using hyperattn::cpu::DenseAttentionTile;
+
+constexpr int kApiThreads = 2;
+
+struct Peaks {
+  double f32_one = 0, bf16_one = 0;  // FLOP/s, one thread
+  double f32_all = 0, bf16_all = 0;  // FLOP/s, kApiThreads threads at once
+};
+Peaks g_peaks;
+
+bool has_avx512_bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+}
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// FLOP/s of `loop` on `threads` threads at once: the sum over threads of each thread's FLOPs per
+// second of its own CPU time (so time slices lost to other processes do not count), best of 5
+// runs of ~50 ms.
+double measure_peak(double (*loop)(long), double flops_per_iteration, int threads) {
+  const long iterations = 5'000'000;
+  double best = 0.0;
+  for (int trial = 0; trial < 5; ++trial) {
+    std::vector<std::thread> pool;
+    std::vector<double> rate(static_cast<std::size_t>(threads));
+    for (int i = 0; i < threads; ++i)
+      pool.emplace_back([&, i] {
+        const double t0 = thread_cpu_seconds();
+        benchmark::DoNotOptimize(loop(iterations));
+        rate[i] = flops_per_iteration * static_cast<double>(iterations) / (thread_cpu_seconds() - t0);
+      });
+    for (std::thread& th : pool) th.join();
+    double total = 0.0;
+    for (double r : rate) total += r;
+    best = std::max(best, total);
+  }
+  return best;
+}
+
+void BM_peak(benchmark::State& state, double (*loop)(long), double flops_per_iteration) {
+  const long iterations = 1'000'000;
+  for (auto _ : state) benchmark::DoNotOptimize(loop(iterations));
+  state.counters["FLOPS"] = benchmark::Counter(flops_per_iteration * iterations * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
+}
+
+// Row-major matrix of normal values, stored as f32 or as bf16 bits.
+struct Data {
+  std::vector<float> f32;            // [rows, cols]
+  std::vector<std::uint16_t> bf16;   // [rows, cols]
+  Data(std::int64_t count, std::uint32_t seed) : f32(static_cast<std::size_t>(count)), bf16(f32.size()) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (std::size_t i = 0; i < f32.size(); ++i) {
+      f32[i] = normal(rng);
+      bf16[i] = hyperattn::f32_to_bf16_bits(f32[i]);
+    }
+  }
+  void* data(DType dtype) { return dtype == DType::f32 ? static_cast<void*>(f32.data()) : bf16.data(); }
+};
+
+struct AlignedFloats {
+  std::unique_ptr<float, decltype(&std::free)> p{nullptr, &std::free};
+  explicit AlignedFloats(std::size_t n) : p(static_cast<float*>(std::aligned_alloc(64, (n * 4 + 63) / 64 * 64)), &std::free) {}
+};
+
+enum class KernelShape { dense, causal, hyper };
+
+// One kernel on one thread, in the calls the drivers make:
+//   dense:  query tiles of `rows_per_call` rows against all seq_kv keys (exact attention);
+//   causal: the same tiles at query positions seq_kv/2 .. seq_kv/2 + 512 under the causal mask
+//           (FLOPs count only the visible keys);
+//   hyper:  sorted blocks of 256 rows (q_index, out_index) against 256 block keys + 256 sampled
+//           keys (k_index, key_bias), 16 blocks per iteration.
+void BM_kernel(benchmark::State& state, const AttentionKernel* kernel, DType dtype, int head_dim,
+               std::int64_t seq_kv, KernelShape shape, std::int64_t rows_per_call) {
+  const int d = head_dim;
+  const std::int64_t query_rows = shape == KernelShape::hyper ? 16 * 256 : 512;
+  const std::int64_t q_source_rows = shape == KernelShape::hyper ? seq_kv : query_rows;
+  Data q(q_source_rows * d, 1), k(seq_kv * d, 2), v(seq_kv * d, 3);  // [*, d]
+  std::vector<float> out(static_cast<std::size_t>(q_source_rows * d));  // [q_source_rows, d]
+  std::vector<float> lse(static_cast<std::size_t>(q_source_rows));      // [q_source_rows]
+  AlignedFloats scratch(kernel->scratch_floats(d, d));
+  std::mt19937 rng(4);
+  std::vector<std::int32_t> perm(static_cast<std::size_t>(q_source_rows));  // [q_source_rows]
+  for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<std::int32_t>(i);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<std::int32_t> key_rows(16 * 512);  // [16 blocks, 512]
+  std::uniform_int_distribution<std::int32_t> pick(0, static_cast<std::int32_t>(seq_kv - 1));
+  for (std::int32_t& x : key_rows) x = pick(rng);
+  std::vector<float> bias(512, 0.0f);  // [512] log weights: block keys 0, samples log((n - b)/m)
+  for (int j = 256; j < 512; ++j) bias[j] = std::log(static_cast<float>(seq_kv - 256) / 256.0f);
+
+  DenseAttentionTile base;
+  base.dtype = dtype;
+  base.q = q.data(dtype);
+  base.q_row_stride = d;
+  base.k = k.data(dtype);
+  base.k_row_stride = d;
+  base.v = v.data(dtype);
+  base.v_row_stride = d;
+  base.head_dim = d;
+  base.head_dim_v = d;
+  base.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  base.out = out.data();
+  base.out_row_stride = d;
+  base.lse = lse.data();
+  base.scratch = scratch.p.get();
+
+  double flops = 0.0;  // per iteration
+  std::vector<DenseAttentionTile> calls;
+  if (shape == KernelShape::hyper) {
+    for (int b = 0; b < 16; ++b) {
+      DenseAttentionTile t = base;
+      t.q_index = perm.data() + b * 256;
+      t.out_index = t.q_index;
+      t.k_index = key_rows.data() + b * 512;
+      t.key_bias = bias.data();
+      t.rows = 256;
+      t.keys = 512;
+      calls.push_back(t);
+      flops += 4.0 * 256 * 512 * d;
+    }
+  } else {
+    for (std::int64_t r0 = 0; r0 < query_rows; r0 += rows_per_call) {
+      DenseAttentionTile t = base;
+      const std::int64_t rows = std::min(rows_per_call, query_rows - r0);
+      t.q = static_cast<const char*>(base.q) + r0 * d * (dtype == DType::f32 ? 4 : 2);
+      t.out = out.data() + r0 * d;
+      t.lse = lse.data() + r0;
+      t.rows = rows;
+      t.keys = seq_kv;
+      if (shape == KernelShape::causal) {
+        t.causal_diagonal = seq_kv / 2 + r0;  // local row i is at key position seq_kv/2 + r0 + i
+        for (std::int64_t i = 0; i < rows; ++i)
+          flops += 4.0 * d * static_cast<double>(std::min(seq_kv, seq_kv / 2 + r0 + i + 1));
+      } else {
+        flops += 4.0 * rows * seq_kv * d;
+      }
+      calls.push_back(t);
+    }
+  }
+  for (auto _ : state) {
+    for (const DenseAttentionTile& t : calls) kernel->dense(t);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  const double total = flops * static_cast<double>(state.iterations());
+  const double peak = dtype == DType::f32 ? g_peaks.f32_one : g_peaks.bf16_one;
+  state.counters["FLOPS"] = benchmark::Counter(total, benchmark::Counter::kIsRate);
+  if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(total / peak, benchmark::Counter::kIsRate);
+}
+
+// The public API, batch 1, `heads` heads, [batch, heads, seq, head_dim] memory, kApiThreads threads.
+void BM_api(benchmark::State& state, bool hyper, DType dtype, int head_dim, std::int64_t seq, bool causal, int heads) {
+  const std::int64_t numel = heads * seq * head_dim;
+  Data q(numel, 11), k(numel, 12), v(numel, 13);
+  std::vector<float> out_f32(dtype == DType::f32 ? static_cast<std::size_t>(numel) : 0);       // [1, heads, seq, d]
+  std::vector<std::uint16_t> out_bf16(dtype == DType::bf16 ? static_cast<std::size_t>(numel) : 0);
+  std::vector<float> lse(static_cast<std::size_t>(heads * seq));                                  // [1, heads, seq]
+  using hyperattn::TensorView;
+  hyperattn::AttentionArgs args;
+  args.q = TensorView::bhsd(q.data(dtype), dtype, 1, heads, seq, head_dim);
+  args.k = TensorView::bhsd(k.data(dtype), dtype, 1, heads, seq, head_dim);
+  args.v = TensorView::bhsd(v.data(dtype), dtype, 1, heads, seq, head_dim);
+  void* out = dtype == DType::f32 ? static_cast<void*>(out_f32.data()) : out_bf16.data();
+  args.out = TensorView::bhsd(out, dtype, 1, heads, seq, head_dim);
+  args.lse = hyperattn::LseView::contiguous(lse.data(), heads, seq);
+  hyperattn::AttentionConfig config;
+  config.causal = causal;
+  config.threads = kApiThreads;
+  // FLOPs: exact counts the visible keys; HyperAttention counts the b + m = 512 keys each query
+  // attends to in its block (the work the method does), not the exact method's n keys.
+  const double n = static_cast<double>(seq);
+  const double attended = hyper ? static_cast<double>(config.block_size + config.sample_size) * n
+                                : (causal ? n * (n + 1) / 2 : n * n);
+  const double flops = 4.0 * attended * head_dim * heads;
+  for (auto _ : state) {
+    const hyperattn::Status status = hyper ? hyperattn::hyper_attention(args, config) : hyperattn::exact_attention(args, config);
+    if (!status.ok()) {
+      state.SkipWithError(status.message().c_str());
+      return;
+    }
+    benchmark::ClobberMemory();
+  }
+  const double total = flops * static_cast<double>(state.iterations());
+  const double peak = dtype == DType::f32 ? g_peaks.f32_all : g_peaks.bf16_all;
+  state.counters["FLOPS"] = benchmark::Counter(total, benchmark::Counter::kIsRate);
+  if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(total / peak, benchmark::Counter::kIsRate);
+}
+
+const char* dtype_name(DType dtype) { return dtype == DType::f32 ? "f32" : "bf16"; }
+
+void register_all() {
+  using hyperattn::cpu::supported_kernels;
+  if (has_avx512_bf16()) {
+    namespace peak = hyperattn::bench::avx512;
+    benchmark::RegisterBenchmark("peak/fma_f32/threads:1", BM_peak, &peak::fma_f32_loop, peak::kFmaF32FlopsPerIteration);
+    benchmark::RegisterBenchmark("peak/dpbf16/threads:1", BM_peak, &peak::dpbf16_loop, peak::kDpbf16FlopsPerIteration);
+  }
+  const AttentionKernel* kernels[8];
+  const int count = supported_kernels(kernels, 8);
+  for (int i = 0; i < count; ++i) {
+    const AttentionKernel* kernel = kernels[i];
+    const bool scalar = std::string(kernel->name) == "scalar";
+    for (DType dtype : {DType::f32, DType::bf16})
+      for (int d : {64, 128}) {
+        const std::string prefix = std::string("kernel/") + kernel->name + "/" + dtype_name(dtype) + "/head_dim:" + std::to_string(d);
+        const std::int64_t seq_kv = scalar ? 2048 : 16384;  // the scalar kernel is ~20x slower
+        for (std::int64_t rows : {128, 256})
+          benchmark::RegisterBenchmark((prefix + "/seq_kv:" + std::to_string(seq_kv) + "/dense/rows:" + std::to_string(rows)).c_str(),
+                                       BM_kernel, kernel, dtype, d, seq_kv, KernelShape::dense, rows)
+              ->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark((prefix + "/seq_kv:" + std::to_string(seq_kv) + "/causal/rows:128").c_str(), BM_kernel,
+                                     kernel, dtype, d, seq_kv, KernelShape::causal, std::int64_t{128})
+            ->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark((prefix + "/seq_kv:131072/hyper_block:256+256").c_str(), BM_kernel, kernel, dtype, d,
+                                     std::int64_t{131072}, KernelShape::hyper, std::int64_t{256})
+            ->Unit(benchmark::kMillisecond);
+      }
+  }
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (int d : {64, 128}) {
+      const std::string tail = std::string("/") + dtype_name(dtype) + "/head_dim:" + std::to_string(d);
+      for (bool causal : {false, true})
+        benchmark::RegisterBenchmark(("exact_attention" + tail + "/seq:16384/heads:1" + (causal ? "/causal" : "")).c_str(),
+                                     BM_api, false, dtype, d, std::int64_t{16384}, causal, 1)
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      for (std::int64_t seq : {16384, 131072})
+        for (bool causal : {false, true})
+          benchmark::RegisterBenchmark(("hyper_attention" + tail + "/seq:" + std::to_string(seq) + "/heads:1" + (causal ? "/causal" : "")).c_str(),
+                                       BM_api, true, dtype, d, seq, causal, 1)
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  if (has_avx512_bf16()) {
+    namespace peak = hyperattn::bench::avx512;
+    g_peaks.f32_one = measure_peak(&peak::fma_f32_loop, peak::kFmaF32FlopsPerIteration, 1);
+    g_peaks.bf16_one = measure_peak(&peak::dpbf16_loop, peak::kDpbf16FlopsPerIteration, 1);
+    g_peaks.f32_all = measure_peak(&peak::fma_f32_loop, peak::kFmaF32FlopsPerIteration, kApiThreads);
+    g_peaks.bf16_all = measure_peak(&peak::dpbf16_loop, peak::kDpbf16FlopsPerIteration, kApiThreads);
+    std::printf("measured peak: fp32 FMA %.1f GFLOP/s (1 thread), %.1f (%d threads); bf16 dot %.1f (1 thread), %.1f (%d threads)\n",
+                g_peaks.f32_one * 1e-9, g_peaks.f32_all * 1e-9, kApiThreads, g_peaks.bf16_one * 1e-9,
+                g_peaks.bf16_all * 1e-9, kApiThreads);
+  } else {
+    std::printf("no AVX-512 BF16 on this CPU: peak_frac counters are not reported\n");
+  }
+  std::printf("best kernel: %s\n", hyperattn::cpu::best_kernel().name);
+  register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,577 @@
+// src/cpu/isa/avx512.cpp: the AVX-512 dense attention kernel (fp32 FMA; vdpbf16ps for bf16 input).
+//
+// Same contract and online-softmax recurrence as isa/scalar.cpp. Blocking:
+//   * a row tile of kRowTile query rows is loaded once (scaled, converted) into scratch together
+//     with its fp32 accumulators O, running max m and running sum l;
+//   * each key tile of kKeyTile keys is packed once per row tile: K transposed into panels of
+//     kKeyChunk keys ([head_dim][32 keys] fp32, or [head_dim/2][32 keys][2] bf16 pairs), V row
+//     major ([keys][head_dim_v padded to 16] fp32, or [keys/2][head_dim_v][2] bf16 pairs);
+//   * per group of kRowGroup = 8 rows: S = Q K^T by an 8 x 32 register-blocked microkernel
+//     (16 zmm accumulators, embedded broadcasts of q), a vectorised online-softmax pass, then
+//     O += P V by an 8 x 48 microkernel (24 zmm accumulators) vectorised over head_dim_v.
+// Scores are kept in base 2: Q (or the bf16 dot product) is multiplied by scale * log2(e) and the
+// bias by log2(e), so the softmax needs exp2 only; lse = ln2 * (m + log2 l).
+//
+// exp2: x = n + f with n = round(x), |f| <= 1/2; 2^f by a degree-6 polynomial fitted for relative
+// error (max 1.9e-9 in exact arithmetic, 9.6e-8 relative = at most 1.6 ulp measured with fp32 Horner over
+// [-1/2, 1/2]); 2^n applied by vscalefps, which flushes to exactly 0 below the fp32 range.
+//
+// bf16 input: products of bf16 numbers are exact in fp32, so S is as accurate as the fp32 path.
+// P is rounded to bf16 for the P V product (relative error <= 2^-9 per weight) while the row sum
+// l adds the unrounded weights, so lse keeps fp32 accuracy (HyperAttention merges partial
+// results through it) and the output moves by at most 2^-9 * max_j |v_j| per element.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
+// g++ 12's AVX-512 intrinsics pass _mm512_undefined_*() through masked builtins and trip
+// -Wmaybe-uninitialized at every use (GCC PR105593, fixed in GCC 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "cpu/attention_kernel.hpp"
+
+namespace hyperattn::cpu::avx512 {
+namespace {
+
+constexpr int kW = 16;            // fp32 lanes per zmm
+constexpr int kRowGroup = 8;      // rows per microkernel call
+constexpr int kKeyChunk = 32;     // keys per S microkernel call (two zmm)
+constexpr int kRowTile = 256;     // rows held in scratch at once (multiple of kRowGroup)
+constexpr int kKeyTile = 256;     // keys packed at once (multiple of kKeyChunk)
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2 = 0.693147180559945309f;
+
+std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
+
+// The scratch layout, in floats from the 64-byte aligned scratch pointer (one source of truth for
+// scratch_floats and dense).
+struct ScratchLayout {
+  int d_pad;   // head_dim rounded up to even (bf16 pairs)
+  int dv_pad;  // head_dim_v rounded up to kW
+  std::size_t q, o, m, l, corr, k, v, s, p16, bias, total;
+};
+
+ScratchLayout scratch_layout(int head_dim, int head_dim_v) {
+  ScratchLayout L{};
+  L.d_pad = static_cast<int>(round_up(static_cast<std::size_t>(head_dim), 2));
+  L.dv_pad = static_cast<int>(round_up(static_cast<std::size_t>(head_dim_v), kW));
+  std::size_t at = 0;
+  auto take = [&at](std::size_t floats) {
+    const std::size_t begin = at;
+    at += round_up(floats, kW);
+    return begin;
+  };
+  L.q = take(static_cast<std::size_t>(kRowTile) * L.d_pad);      // [kRowTile, d] f32 or [.., d/2] bf16 pairs
+  L.o = take(static_cast<std::size_t>(kRowTile) * L.dv_pad);     // [kRowTile, dv_pad]
+  L.m = take(kRowTile);                                          // [kRowTile]
+  L.l = take(kRowTile);                                          // [kRowTile]
+  L.corr = take(kRowGroup);                                      // [kRowGroup]
+  L.k = take(static_cast<std::size_t>(kKeyTile) * L.d_pad);      // panels, see pack_keys
+  L.v = take(static_cast<std::size_t>(kKeyTile) * L.dv_pad);     // [kKeyTile, dv_pad]
+  L.s = take(static_cast<std::size_t>(kRowGroup) * kKeyTile);    // [kRowGroup, kKeyTile]
+  L.p16 = take(static_cast<std::size_t>(kRowGroup) * kKeyTile / 2);  // [kRowGroup, kKeyTile] bf16
+  L.bias = take(kKeyTile);                                       // [kKeyTile]
+  L.total = at;
+  return L;
+}
+
+std::size_t scratch_floats(int head_dim, int head_dim_v) {
+  return scratch_layout(head_dim, head_dim_v).total;
+}
+
+inline float bf16_to_f32(std::uint16_t bits) {
+  const std::uint32_t u = static_cast<std::uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// 2^x for x <= 0 (any x: inputs below -150 give 0, -inf gives 0).
+inline __m512 exp2_ps(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_set1_ps(1.534581243e-04f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339993090e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618489072e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550328642e-02f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264625e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471825e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __mmask16 prefix_mask(std::int64_t n) {
+  return n >= kW ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n > 0 ? n : 0)) - 1u);
+}
+
+// ---- S = Q K^T microkernels: 8 rows x 32 keys -------------------------------------------------
+
+// q: [8, d] fp32 pre-scaled; panel: [d, 32]; s: [8, lds].
+inline void scores_f32(const float* q, int d, const float* panel, float* s, int lds) {
+  __m512 a0[kRowGroup], a1[kRowGroup];
+  for (int r = 0; r < kRowGroup; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
+  for (int x = 0; x < d; ++x) {
+    const __m512 k0 = _mm512_load_ps(panel + x * kKeyChunk);
+    const __m512 k1 = _mm512_load_ps(panel + x * kKeyChunk + kW);
+    for (int r = 0; r < kRowGroup; ++r) {
+      const __m512 b = _mm512_set1_ps(q[r * d + x]);
+      a0[r] = _mm512_fmadd_ps(b, k0, a0[r]);
+      a1[r] = _mm512_fmadd_ps(b, k1, a1[r]);
+    }
+  }
+  for (int r = 0; r < kRowGroup; ++r) {
+    _mm512_store_ps(s + r * lds, a0[r]);
+    _mm512_store_ps(s + r * lds + kW, a1[r]);
+  }
+}
+
+// q: [8, d2] bf16 pairs; panel: [d2, 32 keys, 2] bf16; s: [8, lds].
+inline void scores_bf16(const std::uint32_t* q, int d2, const std::uint16_t* panel, float* s, int lds) {
+  __m512 a0[kRowGroup], a1[kRowGroup];
+  for (int r = 0; r < kRowGroup; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
+  for (int x = 0; x < d2; ++x) {
+    const __m512bh k0 = (__m512bh)_mm512_load_si512(panel + x * 2 * kKeyChunk);
+    const __m512bh k1 = (__m512bh)_mm512_load_si512(panel + x * 2 * kKeyChunk + 2 * kW);
+    for (int r = 0; r < kRowGroup; ++r) {
+      const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(q[r * d2 + x]));
+      a0[r] = _mm512_dpbf16_ps(a0[r], k0, b);
+      a1[r] = _mm512_dpbf16_ps(a1[r], k1, b);
+    }
+  }
+  for (int r = 0; r < kRowGroup; ++r) {
+    _mm512_store_ps(s + r * lds, a0[r]);
+    _mm512_store_ps(s + r * lds + kW, a1[r]);
+  }
+}
+
+// ---- O = corr * O + P V microkernels: 8 rows x kCols*16 columns -------------------------------
+
+// p: [8, ldp] fp32; v: [keys, ldv] fp32; o: [8, ldo].
+template <int kCols>
+inline void accumulate_pv_f32(const float* p, int ldp, const float* v, int ldv, int keys,
+                              const float* corr, float* o, int ldo) {
+  __m512 acc[kRowGroup][kCols];
+  for (int r = 0; r < kRowGroup; ++r) {
+    const __m512 c = _mm512_set1_ps(corr[r]);
+    for (int j = 0; j < kCols; ++j) acc[r][j] = _mm512_mul_ps(_mm512_load_ps(o + r * ldo + j * kW), c);
+  }
+  for (int key = 0; key < keys; ++key) {
+    __m512 vv[kCols];
+    for (int j = 0; j < kCols; ++j) vv[j] = _mm512_load_ps(v + key * ldv + j * kW);
+    for (int r = 0; r < kRowGroup; ++r) {
+      const __m512 b = _mm512_set1_ps(p[r * ldp + key]);
+      for (int j = 0; j < kCols; ++j) acc[r][j] = _mm512_fmadd_ps(b, vv[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < kRowGroup; ++r)
+    for (int j = 0; j < kCols; ++j) _mm512_store_ps(o + r * ldo + j * kW, acc[r][j]);
+}
+
+// p: [8, ldp] bf16 (ldp even); v: [keys/2, ldv, 2] bf16 pairs; keys even.
+template <int kCols>
+inline void accumulate_pv_bf16(const std::uint16_t* p, int ldp, const std::uint16_t* v, int ldv,
+                               int keys, const float* corr, float* o, int ldo) {
+  __m512 acc[kRowGroup][kCols];
+  for (int r = 0; r < kRowGroup; ++r) {
+    const __m512 c = _mm512_set1_ps(corr[r]);
+    for (int j = 0; j < kCols; ++j) acc[r][j] = _mm512_mul_ps(_mm512_load_ps(o + r * ldo + j * kW), c);
+  }
+  const std::uint32_t* p32 = reinterpret_cast<const std::uint32_t*>(p);
+  for (int pair = 0; pair < keys / 2; ++pair) {
+    __m512bh vv[kCols];
+    for (int j = 0; j < kCols; ++j)
+      vv[j] = (__m512bh)_mm512_load_si512(v + (static_cast<std::size_t>(pair) * ldv + j * kW) * 2);
+    for (int r = 0; r < kRowGroup; ++r) {
+      const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(p32[r * (ldp / 2) + pair]));
+      for (int j = 0; j < kCols; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], vv[j], b);
+    }
+  }
+  for (int r = 0; r < kRowGroup; ++r)
+    for (int j = 0; j < kCols; ++j) _mm512_store_ps(o + r * ldo + j * kW, acc[r][j]);
+}
+
+template <bool kBf16>
+void accumulate_pv(const void* p, int ldp, const void* v, int ldv, int keys, const float* corr,
+                   float* o, int ldo) {
+  for (int col = 0; col < ldv; ) {
+    const int left = (ldv - col) / kW;
+    const int cols = left >= 3 ? 3 : left;
+    if constexpr (kBf16) {
+      const auto* p16 = static_cast<const std::uint16_t*>(p);
+      const auto* v16 = static_cast<const std::uint16_t*>(v) + 2 * col;
+      if (cols == 3) accumulate_pv_bf16<3>(p16, ldp, v16, ldv, keys, corr, o + col, ldo);
+      else if (cols == 2) accumulate_pv_bf16<2>(p16, ldp, v16, ldv, keys, corr, o + col, ldo);
+      else accumulate_pv_bf16<1>(p16, ldp, v16, ldv, keys, corr, o + col, ldo);
+    } else {
+      const auto* pf = static_cast<const float*>(p);
+      const auto* vf = static_cast<const float*>(v) + col;
+      if (cols == 3) accumulate_pv_f32<3>(pf, ldp, vf, ldv, keys, corr, o + col, ldo);
+      else if (cols == 2) accumulate_pv_f32<2>(pf, ldp, vf, ldv, keys, corr, o + col, ldo);
+      else accumulate_pv_f32<1>(pf, ldp, vf, ldv, keys, corr, o + col, ldo);
+    }
+    col += cols * kW;
+  }
+}
+
+// ---- packing ------------------------------------------------------------------------------------
+
+// In-register transpose of a 16 x 16 matrix of 32-bit words: r[i] = row i in, column i out.
+// Bit-exact (shuffles only), so it serves bf16 pairs too.
+inline void transpose16x16(__m512 r[kW]) {
+  __m512 t[kW], u[kW];
+  for (int i = 0; i < kW; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);      // per 128-bit lane k: r_i[4k], r_i+1[4k], r_i[4k+1], r_i+1[4k+1]
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);  // ... columns 4k+2, 4k+3
+  }
+  for (int g = 0; g < kW; g += 4) {  // rows g..g+3: u[g + j] holds column 4k + j in lane k
+    u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+    u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
+    u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+    u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    // v_lo: lanes (u[j].0, u[j].2, u[4+j].0, u[4+j].2); v_hi: lanes 1 and 3. Likewise rows 8..15.
+    const __m512 a_lo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+    const __m512 a_hi = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+    const __m512 b_lo = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+    const __m512 b_hi = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+    r[j] = _mm512_shuffle_f32x4(a_lo, b_lo, 0x88);       // column j
+    r[8 + j] = _mm512_shuffle_f32x4(a_lo, b_lo, 0xDD);   // column 8 + j
+    r[4 + j] = _mm512_shuffle_f32x4(a_hi, b_hi, 0x88);   // column 4 + j
+    r[12 + j] = _mm512_shuffle_f32x4(a_hi, b_hi, 0xDD);  // column 12 + j
+  }
+}
+
+inline const void* row_address(DType dtype, const void* base, std::int64_t stride, std::int64_t row) {
+  const std::size_t bytes = dtype == DType::f32 ? 4 : 2;
+  return static_cast<const char*>(base) + static_cast<std::size_t>(row * stride) * bytes;
+}
+
+// Rows gathered through an index (HyperAttention's sorted blocks and samples) are scattered over
+// memory; without prefetching the packing loops stall on each row's first cache miss (a quarter
+// of the kernel's time at the 256 x 512 block shape). Contiguous rows are left to the hardware.
+constexpr int kPrefetchAhead = 8;  // rows
+
+inline void prefetch_row(DType dtype, const void* base, std::int64_t stride, std::int64_t row, int dim) {
+  const char* p = static_cast<const char*>(row_address(dtype, base, stride, row));
+  const int bytes = dim * (dtype == DType::f32 ? 4 : 2);
+  for (int at = 0; at < bytes; at += 64) _mm_prefetch(p + at, _MM_HINT_T0);
+}
+
+// Loads rows [r0, r0 + nr) of q into the Q buffer, zero rows up to nr_pad.
+template <bool kBf16>
+void load_queries(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t r0, int nr,
+                  int nr_pad, float mul, float* qbuf) {
+  const int d = t.head_dim;
+  if (t.q_index)
+    for (int r = 0; r < std::min(nr, kPrefetchAhead); ++r) prefetch_row(t.dtype, t.q, t.q_row_stride, t.q_index[r0 + r], d);
+  for (int r = 0; r < nr_pad; ++r) {
+    if (t.q_index && r + kPrefetchAhead < nr)
+      prefetch_row(t.dtype, t.q, t.q_row_stride, t.q_index[r0 + r + kPrefetchAhead], d);
+    if constexpr (kBf16) {
+      auto* dst = reinterpret_cast<std::uint16_t*>(qbuf) + static_cast<std::size_t>(r) * L.d_pad;
+      if (r < nr) {
+        const std::int64_t row = t.q_index ? t.q_index[r0 + r] : r0 + r;
+        std::memcpy(dst, row_address(t.dtype, t.q, t.q_row_stride, row), static_cast<std::size_t>(d) * 2);
+        if (L.d_pad != d) dst[d] = 0;
+      } else {
+        std::memset(dst, 0, static_cast<std::size_t>(L.d_pad) * 2);
+      }
+    } else {
+      float* dst = qbuf + static_cast<std::size_t>(r) * d;
+      if (r < nr) {
+        const std::int64_t row = t.q_index ? t.q_index[r0 + r] : r0 + r;
+        const void* src = row_address(t.dtype, t.q, t.q_row_stride, row);
+        if (t.dtype == DType::f32) {
+          const float* s = static_cast<const float*>(src);
+          for (int x = 0; x < d; ++x) dst[x] = s[x] * mul;
+        } else {
+          const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
+          for (int x = 0; x < d; ++x) dst[x] = bf16_to_f32(s[x]) * mul;
+        }
+      } else {
+        std::memset(dst, 0, static_cast<std::size_t>(d) * 4);
+      }
+    }
+  }
+}
+
+// Packs keys [c0, c0 + nc) of k, v and the bias (times log2 e) into scratch; padding is zero.
+template <bool kBf16>
+void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t c0, int nc,
+               float* kbuf, float* vbuf, float* bias) {
+  const int d = t.head_dim;
+  const int dv = t.head_dim_v;
+  const int nc_pad = static_cast<int>(round_up(static_cast<std::size_t>(nc), kKeyChunk));
+  // K panels hold 32-bit words (fp32 values or bf16 pairs): [chunk, words, 32 keys].
+  const int full_words = kBf16 ? d / 2 : d;   // whole words of a key row
+  const int panel_words = kBf16 ? L.d_pad / 2 : d;
+  const int transposed_words = (kBf16 || t.dtype == DType::f32) ? full_words / kW * kW : 0;
+  const auto key_row = [&](int c) { return t.k_index ? std::int64_t{t.k_index[c0 + c]} : c0 + c; };
+  if (t.k_index)
+    for (int c = 0; c < std::min(nc, kW); ++c) {
+      prefetch_row(t.dtype, t.k, t.k_row_stride, key_row(c), d);
+      prefetch_row(t.dtype, t.v, t.v_row_stride, key_row(c), dv);
+    }
+  for (int c16 = 0; c16 < nc_pad; c16 += kW) {
+    if (t.k_index)
+      for (int c = c16 + kW; c < std::min(nc, c16 + 2 * kW); ++c) {
+        prefetch_row(t.dtype, t.k, t.k_row_stride, key_row(c), d);
+        prefetch_row(t.dtype, t.v, t.v_row_stride, key_row(c), dv);
+      }
+    float* panel16 = kbuf + static_cast<std::size_t>(c16 / kKeyChunk) * panel_words * kKeyChunk + c16 % kKeyChunk;
+    int scalar_from = 0;  // words below it were written by the transpose
+    if (c16 + kW <= nc && transposed_words > 0) {
+      const float* src[kW];  // 16 key rows, seen as 32-bit words
+      for (int i = 0; i < kW; ++i) src[i] = static_cast<const float*>(row_address(t.dtype, t.k, t.k_row_stride, key_row(c16 + i)));
+      for (int w = 0; w < transposed_words; w += kW) {
+        __m512 r[kW];
+        for (int i = 0; i < kW; ++i) r[i] = _mm512_loadu_ps(src[i] + w);
+        transpose16x16(r);
+        for (int j = 0; j < kW; ++j) _mm512_store_ps(panel16 + static_cast<std::size_t>(w + j) * kKeyChunk, r[j]);
+      }
+      scalar_from = transposed_words;
+    }
+    for (int c = c16; c < c16 + kW; ++c) {
+      const bool real = c < nc;
+      float* panel = panel16 + (c - c16);
+      if constexpr (kBf16) {
+        auto* panel32 = reinterpret_cast<std::uint32_t*>(panel);
+        if (real) {
+          const auto* src = static_cast<const std::uint16_t*>(row_address(t.dtype, t.k, t.k_row_stride, key_row(c)));
+          for (int x = scalar_from; x < d / 2; ++x) {
+            std::uint32_t pair;
+            std::memcpy(&pair, src + 2 * x, 4);
+            panel32[x * kKeyChunk] = pair;
+          }
+          if (d & 1) panel32[(d / 2) * kKeyChunk] = src[d - 1];
+        } else {
+          for (int x = 0; x < panel_words; ++x) panel32[x * kKeyChunk] = 0;
+        }
+      } else {
+        if (real) {
+          const void* src = row_address(t.dtype, t.k, t.k_row_stride, key_row(c));
+          if (t.dtype == DType::f32) {
+            const float* s = static_cast<const float*>(src);
+            for (int x = scalar_from; x < d; ++x) panel[x * kKeyChunk] = s[x];
+          } else {
+            const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
+            for (int x = scalar_from; x < d; ++x) panel[x * kKeyChunk] = bf16_to_f32(s[x]);
+          }
+        } else {
+          for (int x = 0; x < d; ++x) panel[x * kKeyChunk] = 0.0f;
+        }
+      }
+    }
+  }
+  // V: fp32 rows [nc, dv_pad], or bf16 pairs of rows [nc/2, dv_pad, 2]; the odd last row is paired
+  // with zeros.
+  const int dv_pad = L.dv_pad;
+  if constexpr (kBf16) {
+    auto* vp = reinterpret_cast<std::uint16_t*>(vbuf);
+    const int nc2 = (nc + 1) / 2;
+    for (int pair = 0; pair < nc2; ++pair) {
+      const int ca = 2 * pair;
+      const int cb = ca + 1;
+      const std::uint16_t* a = static_cast<const std::uint16_t*>(
+          row_address(t.dtype, t.v, t.v_row_stride, t.k_index ? t.k_index[c0 + ca] : c0 + ca));
+      const std::uint16_t* b = cb < nc ? static_cast<const std::uint16_t*>(row_address(
+                                             t.dtype, t.v, t.v_row_stride, t.k_index ? t.k_index[c0 + cb] : c0 + cb))
+                                       : nullptr;
+      std::uint16_t* dst = vp + static_cast<std::size_t>(pair) * dv_pad * 2;
+      int x = 0;
+      // 16 columns of two rows -> 16 interleaved pairs.
+      for (; x + kW <= dv; x += kW) {
+        const __m512i va = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + x)));
+        const __m512i vb = b ? _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + x)))
+                             : _mm512_setzero_si512();
+        _mm512_store_si512(dst + 2 * x, _mm512_or_si512(va, _mm512_slli_epi32(vb, 16)));
+      }
+      for (; x < dv_pad; ++x) {
+        dst[2 * x] = x < dv ? a[x] : 0;
+        dst[2 * x + 1] = (x < dv && b) ? b[x] : 0;
+      }
+    }
+  } else {
+    for (int c = 0; c < nc; ++c) {
+      const std::int64_t row = t.k_index ? t.k_index[c0 + c] : c0 + c;
+      const void* src = row_address(t.dtype, t.v, t.v_row_stride, row);
+      float* dst = vbuf + static_cast<std::size_t>(c) * dv_pad;
+      int x = 0;
+      if (t.dtype == DType::f32) {
+        const float* s = static_cast<const float*>(src);
+        for (; x + kW <= dv; x += kW) _mm512_store_ps(dst + x, _mm512_loadu_ps(s + x));
+        for (; x < dv; ++x) dst[x] = s[x];
+      } else {
+        const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
+        for (; x < dv; ++x) dst[x] = bf16_to_f32(s[x]);
+      }
+      for (; x < dv_pad; ++x) dst[x] = 0.0f;
+    }
+  }
+  for (int c = 0; c < nc; ++c) bias[c] = t.key_bias ? t.key_bias[c0 + c] * kLog2e : 0.0f;
+}
+
+// ---- the kernel ---------------------------------------------------------------------------------
+
+template <bool kBf16>
+void dense_impl(const DenseAttentionTile& t) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const ScratchLayout L = scratch_layout(t.head_dim, t.head_dim_v);
+  const int d = t.head_dim;
+  const int dv = t.head_dim_v;
+  float* qbuf = t.scratch + L.q;      // [kRowTile, d] (bf16: [kRowTile, d_pad] halves)
+  float* obuf = t.scratch + L.o;      // [kRowTile, dv_pad]
+  float* m = t.scratch + L.m;         // [kRowTile] running max (base 2)
+  float* l = t.scratch + L.l;         // [kRowTile] running sum
+  float* corr = t.scratch + L.corr;   // [kRowGroup]
+  float* kbuf = t.scratch + L.k;      // key panels
+  float* vbuf = t.scratch + L.v;      // value rows
+  float* s = t.scratch + L.s;         // [kRowGroup, kKeyTile] scores, then fp32 weights
+  auto* p16 = reinterpret_cast<std::uint16_t*>(t.scratch + L.p16);  // [kRowGroup, kKeyTile] bf16 weights
+  float* bias = t.scratch + L.bias;   // [kKeyTile]
+  // fp32: Q carries scale*log2e; bf16: Q stays exact and the dot product is scaled.
+  const float q_mul = kBf16 ? 1.0f : t.scale * kLog2e;
+  const float score_mul = kBf16 ? t.scale * kLog2e : 1.0f;
+
+  for (std::int64_t r0 = 0; r0 < t.rows; r0 += kRowTile) {
+    const int nr = static_cast<int>(std::min<std::int64_t>(kRowTile, t.rows - r0));
+    const int nr_pad = static_cast<int>(round_up(static_cast<std::size_t>(nr), kRowGroup));
+    load_queries<kBf16>(t, L, r0, nr, nr_pad, q_mul, qbuf);
+    for (int r = 0; r < nr_pad; ++r) {
+      m[r] = kNegInf;
+      l[r] = 0.0f;
+    }
+    std::memset(obuf, 0, static_cast<std::size_t>(nr_pad) * L.dv_pad * sizeof(float));
+    const std::int64_t key_end = std::clamp<std::int64_t>(r0 + nr - 1 + t.causal_diagonal + 1, 0, t.keys);
+
+    for (std::int64_t c0 = 0; c0 < key_end; c0 += kKeyTile) {
+      const int nc = static_cast<int>(std::min<std::int64_t>(kKeyTile, key_end - c0));
+      pack_keys<kBf16>(t, L, c0, nc, kbuf, vbuf, bias);
+
+      for (int g0 = 0; g0 < nr_pad; g0 += kRowGroup) {
+        int visible[kRowGroup];
+        int group_end = 0;
+        for (int r = 0; r < kRowGroup; ++r) {
+          const int row = g0 + r;
+          visible[r] = row < nr ? static_cast<int>(std::clamp<std::int64_t>(r0 + row + t.causal_diagonal + 1 - c0, 0, nc)) : 0;
+          group_end = std::max(group_end, visible[r]);
+        }
+        // Prefetch the next key tile's rows a slice per row group, so their cache misses overlap
+        // this tile's arithmetic (gathered rows miss everywhere; contiguous ones come from L3 or
+        // DRAM once per row tile).
+        if (c0 + kKeyTile < key_end) {
+          const std::int64_t next = c0 + kKeyTile;
+          const std::int64_t next_count = std::min<std::int64_t>(kKeyTile, key_end - next);
+          const std::int64_t per_group = (next_count + nr_pad / kRowGroup - 1) / (nr_pad / kRowGroup);
+          const std::int64_t lo = std::min(next_count, g0 / kRowGroup * per_group);
+          const std::int64_t hi = std::min(next_count, lo + per_group);
+          for (std::int64_t c = lo; c < hi; ++c) {
+            const std::int64_t row = t.k_index ? std::int64_t{t.k_index[next + c]} : next + c;
+            prefetch_row(t.dtype, t.k, t.k_row_stride, row, t.head_dim);
+            prefetch_row(t.dtype, t.v, t.v_row_stride, row, t.head_dim_v);
+          }
+        }
+        if (group_end == 0) continue;  // the whole group is masked for this key tile
+
+        // S = Q K^T for keys [0, group_end) rounded up to a chunk.
+        for (int cc = 0; cc < group_end; cc += kKeyChunk) {
+          if constexpr (kBf16) {
+            const int d2 = L.d_pad / 2;
+            scores_bf16(reinterpret_cast<const std::uint32_t*>(qbuf) + static_cast<std::size_t>(g0) * d2, d2,
+                        reinterpret_cast<const std::uint16_t*>(kbuf) + static_cast<std::size_t>(cc) * d2 * 2,
+                        s + cc, kKeyTile);
+          } else {
+            scores_f32(qbuf + static_cast<std::size_t>(g0) * d, d, kbuf + static_cast<std::size_t>(cc) * d, s + cc,
+                       kKeyTile);
+          }
+        }
+
+        // Online softmax, one row at a time, vectorised over keys.
+        const int pv_keys = kBf16 ? (group_end + 1) & ~1 : group_end;
+        for (int r = 0; r < kRowGroup; ++r) {
+          float* sr = s + r * kKeyTile;
+          std::uint16_t* pr = p16 + r * kKeyTile;
+          const int vis = visible[r];
+          __m512 vmax = _mm512_set1_ps(kNegInf);
+          for (int c = 0; c < vis; c += kW) {
+            const __mmask16 k = prefix_mask(vis - c);
+            const __m512 x = _mm512_fmadd_ps(_mm512_load_ps(sr + c), _mm512_set1_ps(score_mul),
+                                             _mm512_maskz_loadu_ps(k, bias + c));
+            _mm512_store_ps(sr + c, x);
+            vmax = _mm512_mask_max_ps(vmax, k, vmax, x);
+          }
+          const float tile_max = vis > 0 ? _mm512_reduce_max_ps(vmax) : kNegInf;
+          const int row = g0 + r;
+          if (tile_max == kNegInf) {  // nothing visible (or every bias -inf): weights 0, O unchanged
+            corr[r] = 1.0f;
+            if constexpr (kBf16) std::memset(pr, 0, static_cast<std::size_t>(pv_keys) * 2);
+            else std::memset(sr, 0, static_cast<std::size_t>(pv_keys) * 4);
+            continue;
+          }
+          const float m_new = std::max(m[row], tile_max);
+          corr[r] = std::exp2(m[row] - m_new);  // 0 on the first visible tile (m = -inf)
+          const __m512 vm = _mm512_set1_ps(m_new);
+          __m512 vsum = _mm512_setzero_ps();
+          for (int c = 0; c < pv_keys; c += kW) {
+            const __mmask16 k = prefix_mask(vis - c);
+            const __m512 p = _mm512_maskz_mov_ps(k, exp2_ps(_mm512_sub_ps(_mm512_load_ps(sr + c), vm)));
+            if constexpr (kBf16) {
+              _mm256_store_si256(reinterpret_cast<__m256i*>(pr + c), (__m256i)_mm512_cvtneps_pbh(p));
+            } else {
+              _mm512_store_ps(sr + c, p);
+            }
+            vsum = _mm512_add_ps(vsum, p);
+          }
+          l[row] = l[row] * corr[r] + _mm512_reduce_add_ps(vsum);
+          m[row] = m_new;
+        }
+
+        // O = corr * O + P V.
+        float* og = obuf + static_cast<std::size_t>(g0) * L.dv_pad;
+        if constexpr (kBf16) accumulate_pv<true>(p16, kKeyTile, vbuf, L.dv_pad, pv_keys, corr, og, L.dv_pad);
+        else accumulate_pv<false>(s, kKeyTile, vbuf, L.dv_pad, pv_keys, corr, og, L.dv_pad);
+      }
+    }
+
+    for (int r = 0; r < nr; ++r) {
+      const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
+      float* o = t.out + orow * t.out_row_stride;
+      const float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
+      if (l[r] > 0.0f) {
+        const __m512 inv = _mm512_set1_ps(1.0f / l[r]);
+        int x = 0;
+        for (; x + kW <= dv; x += kW) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
+        if (x < dv) _mm512_mask_storeu_ps(o + x, prefix_mask(dv - x), _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
+        if (t.lse) t.lse[orow] = kLn2 * m[r] + std::log(l[r]);
+      } else {  // no visible key: the empty-set rule
+        for (int x = 0; x < dv; ++x) o[x] = 0.0f;
+        if (t.lse) t.lse[orow] = kNegInf;
+      }
+    }
+  }
+}
+
+void dense(const DenseAttentionTile& t) {
+  if (t.dtype == DType::bf16) dense_impl<true>(t);
+  else dense_impl<false>(t);
+}
+
+}  // namespace
+
+extern const AttentionKernel kKernel;  // declared in cpu/kernel_table.cpp
+const AttentionKernel kKernel{"avx512", &dense, &scratch_floats};
+
+}  // namespace hyperattn::cpu::avx512
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options

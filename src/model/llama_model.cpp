@@ -1,0 +1,271 @@
+// src/model/llama_model.cpp: the prefill (see llama_model.hpp).
+#include "model/llama_model.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include <cblas.h>
+
+#include "hyperattn/attention.hpp"
+#include "hyperattn/tensor.hpp"
+#include "model/parallel.hpp"
+
+namespace hyperattn::model {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Rows of the MLP processed at once: keeps the [rows, 2 * intermediate] buffer small while the
+// GEMMs stay large enough to run at full speed.
+constexpr std::int64_t kMlpRowChunk = 1024;
+
+int as_int(std::int64_t v) { return static_cast<int>(v); }
+
+}  // namespace
+
+PrefillTimings& PrefillTimings::operator+=(const PrefillTimings& o) {
+  embed += o.embed;
+  norm += o.norm;
+  qkv_proj += o.qkv_proj;
+  rope += o.rope;
+  attention += o.attention;
+  o_proj += o.o_proj;
+  mlp += o.mlp;
+  return *this;
+}
+
+Status LlamaModel::load(const std::string& dir, LlamaModel* out) {
+  LlamaModel m;
+  HYPERATTN_RETURN_IF_ERROR(load_llama_config(dir, &m.config_));
+  if (!is_supported_head_dim(m.config_.head_dim)) {
+    return Status::Unsupported(dir + "/config.json: head_dim " + std::to_string(m.config_.head_dim) +
+                               " (hidden_size / num_attention_heads) is not supported by the attention kernels");
+  }
+  HYPERATTN_RETURN_IF_ERROR(load_llama_weights(dir, m.config_, &m.weights_));
+  m.dir_ = dir;
+  *out = std::move(m);
+  return Status::Ok();
+}
+
+void rms_norm(const float* x, const float* weight, std::int64_t rows, std::int64_t width, double eps,
+              float* y, int threads) {
+  parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const float* xr = x + r * width;  // [width]
+      float* yr = y + r * width;        // [width]
+      float sum_sq = 0.0f;
+      for (std::int64_t i = 0; i < width; ++i) sum_sq += xr[i] * xr[i];
+      // HF: x * rsqrt(mean(x^2) + eps) in fp32, then times the weight.
+      const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(width) + static_cast<float>(eps));
+      for (std::int64_t i = 0; i < width; ++i) yr[i] = weight[i] * (xr[i] * inv_rms);
+    }
+  });
+}
+
+void rope_tables(std::int64_t n, std::int64_t head_dim, double theta, RopeAngles angles,
+                 std::vector<float>* cos_table, std::vector<float>* sin_table) {
+  const std::int64_t half = head_dim / 2;
+  cos_table->resize(static_cast<std::size_t>(n * half));  // [n, head_dim / 2]
+  sin_table->resize(static_cast<std::size_t>(n * half));  // [n, head_dim / 2]
+  for (std::int64_t i = 0; i < half; ++i) {
+    const auto exponent = static_cast<double>(2 * i) / static_cast<double>(head_dim);
+    const double inv_freq_f64 = std::pow(theta, -exponent);
+    // transformers: inv_freq = 1 / theta ** (arange(0, d, 2).float() / d) in fp32
+    const float inv_freq_f32 =
+        1.0f / std::pow(static_cast<float>(theta), static_cast<float>(2 * i) / static_cast<float>(head_dim));
+    for (std::int64_t p = 0; p < n; ++p) {
+      const auto at = static_cast<std::size_t>(p * half + i);
+      if (angles == RopeAngles::float32) {
+        const float angle = static_cast<float>(p) * inv_freq_f32;  // one fp32 rounding, as transformers
+        (*cos_table)[at] = std::cos(angle);
+        (*sin_table)[at] = std::sin(angle);
+      } else {
+        const double angle = static_cast<double>(p) * inv_freq_f64;
+        (*cos_table)[at] = static_cast<float>(std::cos(angle));
+        (*sin_table)[at] = static_cast<float>(std::sin(angle));
+      }
+    }
+  }
+}
+
+void apply_rope(float* x, std::int64_t rows, std::int64_t row_stride, std::int64_t heads,
+                std::int64_t head_dim, const float* cos_table, const float* sin_table, int threads) {
+  const std::int64_t half = head_dim / 2;
+  parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const float* c = cos_table + r * half;  // [head_dim / 2]
+      const float* s = sin_table + r * half;  // [head_dim / 2]
+      for (std::int64_t h = 0; h < heads; ++h) {
+        float* lo = x + r * row_stride + h * head_dim;  // [head_dim / 2] first half
+        float* hi = lo + half;                          // [head_dim / 2] second half
+        for (std::int64_t i = 0; i < half; ++i) {
+          const float a = lo[i], b = hi[i];
+          lo[i] = a * c[i] - b * s[i];
+          hi[i] = b * c[i] + a * s[i];
+        }
+      }
+    }
+  });
+}
+
+void LlamaModel::logits(const float* hidden, std::int64_t rows, float* out) const {
+  const LlamaConfig& c = config_;
+  // out [rows, vocab] = hidden [rows, hidden] . W^T, W [vocab, hidden]
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(c.vocab_size),
+              as_int(c.hidden_size), 1.0f, hidden, as_int(c.hidden_size), weights_.output_embedding(),
+              as_int(c.hidden_size), 0.0f, out, as_int(c.vocab_size));
+}
+
+Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const PrefillOptions& options,
+                           std::vector<float>* final_hidden, PrefillTimings* timings) const {
+  const LlamaConfig& c = config_;
+  if (n < 1 || n > c.max_position_embeddings) {
+    return Status::InvalidArgument("prefill: sequence length: expected 1.." +
+                                   std::to_string(c.max_position_embeddings) +
+                                   " (max_position_embeddings), found " + std::to_string(n));
+  }
+  if (!options.layer_attention.empty() &&
+      static_cast<std::int64_t>(options.layer_attention.size()) != c.num_layers) {
+    return Status::InvalidArgument("prefill: layer_attention: expected " + std::to_string(c.num_layers) +
+                                   " entries (one per layer), found " +
+                                   std::to_string(options.layer_attention.size()));
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
+      return Status::InvalidArgument("prefill: token " + std::to_string(i) + ": expected an id in [0, " +
+                                     std::to_string(c.vocab_size) + "), found " + std::to_string(tokens[i]));
+    }
+  }
+  if (options.capture_layer >= c.num_layers) {
+    return Status::InvalidArgument("prefill: capture_layer: expected < " + std::to_string(c.num_layers) +
+                                   ", found " + std::to_string(options.capture_layer));
+  }
+  const int threads = std::max(1, options.threads);
+  set_blas_threads(threads);
+  PrefillTimings t;
+
+  const std::int64_t hidden = c.hidden_size, inter = c.intermediate_size, d = c.head_dim;
+  const std::int64_t qkv_width = c.q_width() + 2 * c.kv_width();
+  std::vector<float> x(static_cast<std::size_t>(n * hidden));      // [n, hidden] residual stream
+  std::vector<float> h(static_cast<std::size_t>(n * hidden));      // [n, hidden] normed input
+  std::vector<float> qkv(static_cast<std::size_t>(n * qkv_width)); // [n, q_width + 2 kv_width]
+  std::vector<float> attn(static_cast<std::size_t>(n * c.q_width()));  // [n, heads_q * head_dim]
+  const std::int64_t mlp_rows = std::min(n, kMlpRowChunk);
+  std::vector<float> gate_up(static_cast<std::size_t>(mlp_rows * 2 * inter));  // [mlp_rows, 2 inter]
+  std::vector<float> act(static_cast<std::size_t>(mlp_rows * inter));          // [mlp_rows, inter]
+
+  auto start = Clock::now();
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::memcpy(x.data() + i * hidden, weights_.embed_tokens.data() + tokens[i] * hidden,
+                sizeof(float) * static_cast<std::size_t>(hidden));
+  }
+  t.embed += seconds_since(start);
+
+  start = Clock::now();
+  std::vector<float> cos_table, sin_table;  // [n, head_dim / 2]
+  rope_tables(n, d, c.rope_theta, options.rope_angles, &cos_table, &sin_table);
+  t.rope += seconds_since(start);
+
+  // Views of the fused projection in the [batch, heads, seq, head_dim] frame: no copies.
+  const std::int64_t batch_stride = n * qkv_width;
+  TensorView q_view{qkv.data(), DType::f32, {1, c.heads_q, n, d}, {batch_stride, d, qkv_width, 1}};
+  TensorView k_view{qkv.data() + c.q_width(), DType::f32, {1, c.heads_kv, n, d}, {batch_stride, d, qkv_width, 1}};
+  TensorView v_view{qkv.data() + c.q_width() + c.kv_width(), DType::f32, {1, c.heads_kv, n, d},
+                    {batch_stride, d, qkv_width, 1}};
+  TensorView out_view = TensorView::bshd(attn.data(), DType::f32, 1, n, c.heads_q, d);
+  const AttentionArgs args{.q = q_view, .k = k_view, .v = v_view, .out = out_view, .lse = {}};
+  AttentionConfig exact_config;
+  exact_config.causal = true;
+  exact_config.threads = threads;
+  AttentionConfig hyper_config = options.hyper;
+  hyper_config.causal = true;
+  hyper_config.threads = threads;
+
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    const LlamaLayerWeights& w = weights_.layers[static_cast<std::size_t>(l)];
+
+    start = Clock::now();
+    rms_norm(x.data(), w.input_norm.data(), n, hidden, c.rms_norm_eps, h.data(), threads);
+    t.norm += seconds_since(start);
+
+    start = Clock::now();
+    // qkv [n, qkv_width] = h [n, hidden] . W_qkv^T, W_qkv [qkv_width, hidden]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(n), as_int(qkv_width), as_int(hidden), 1.0f,
+                h.data(), as_int(hidden), w.qkv_proj.data(), as_int(hidden), 0.0f, qkv.data(),
+                as_int(qkv_width));
+    t.qkv_proj += seconds_since(start);
+
+    start = Clock::now();
+    apply_rope(qkv.data(), n, qkv_width, c.heads_q + c.heads_kv, d, cos_table.data(), sin_table.data(),
+               threads);  // q heads and k heads are adjacent in each row
+    t.rope += seconds_since(start);
+
+    if (l == options.capture_layer && options.capture_qkv != nullptr) {
+      *options.capture_qkv = qkv;
+      if (options.stop_after_capture) {
+        final_hidden->clear();
+        if (timings) *timings += t;
+        return Status::Ok();
+      }
+    }
+
+    start = Clock::now();
+    const bool hyper = !options.layer_attention.empty() &&
+                       options.layer_attention[static_cast<std::size_t>(l)] == LayerAttention::hyper;
+    Status s = hyper ? hyper_attention(args, hyper_config) : exact_attention(args, exact_config);
+    if (!s.ok()) {
+      return Status(s.code(), "layer " + std::to_string(l) + (hyper ? " hyper_attention: " : " exact_attention: ") +
+                                  s.message());
+    }
+    t.attention += seconds_since(start);
+
+    start = Clock::now();
+    // x [n, hidden] += attn [n, q_width] . W_o^T, W_o [hidden, q_width]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(n), as_int(hidden), as_int(c.q_width()), 1.0f,
+                attn.data(), as_int(c.q_width()), w.o_proj.data(), as_int(c.q_width()), 1.0f, x.data(),
+                as_int(hidden));
+    t.o_proj += seconds_since(start);
+
+    start = Clock::now();
+    rms_norm(x.data(), w.post_norm.data(), n, hidden, c.rms_norm_eps, h.data(), threads);
+    t.norm += seconds_since(start);
+
+    start = Clock::now();
+    for (std::int64_t r0 = 0; r0 < n; r0 += mlp_rows) {
+      const std::int64_t rows = std::min(mlp_rows, n - r0);
+      // gate_up [rows, 2 inter] = h [rows, hidden] . W_gu^T, W_gu [2 inter, hidden]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(2 * inter), as_int(hidden),
+                  1.0f, h.data() + r0 * hidden, as_int(hidden), w.gate_up_proj.data(), as_int(hidden), 0.0f,
+                  gate_up.data(), as_int(2 * inter));
+      parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
+        for (std::int64_t r = begin; r < end; ++r) {
+          const float* g = gate_up.data() + r * 2 * inter;  // [inter]
+          const float* u = g + inter;                       // [inter]
+          float* a = act.data() + r * inter;                // [inter]
+          for (std::int64_t i = 0; i < inter; ++i) a[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        }
+      });
+      // x [rows, hidden] += act [rows, inter] . W_down^T, W_down [hidden, inter]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(hidden), as_int(inter), 1.0f,
+                  act.data(), as_int(inter), w.down_proj.data(), as_int(inter), 1.0f, x.data() + r0 * hidden,
+                  as_int(hidden));
+    }
+    t.mlp += seconds_since(start);
+    if (options.on_layer_done) options.on_layer_done(l);
+  }
+
+  start = Clock::now();
+  final_hidden->resize(static_cast<std::size_t>(n * hidden));
+  rms_norm(x.data(), weights_.final_norm.data(), n, hidden, c.rms_norm_eps, final_hidden->data(), threads);
+  t.norm += seconds_since(start);
+  if (timings) *timings += t;
+  return Status::Ok();
+}
+
+}  // namespace hyperattn::model

@@ -1,0 +1,38 @@
+// src/model/parallel.cpp: see parallel.hpp.
+#include "model/parallel.hpp"
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include <cblas.h>
+
+namespace hyperattn::model {
+
+void set_blas_threads(int threads) { openblas_set_num_threads(std::max(1, threads)); }
+
+int resolve_threads(int requested) {
+  if (requested > 0) return requested;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+void parallel_rows(int threads, std::int64_t n,
+                   const std::function<void(std::int64_t, std::int64_t)>& fn) {
+  if (n <= 0) return;
+  const std::int64_t parts = std::min<std::int64_t>(std::max(1, threads), n);
+  if (parts <= 1 || n < 16) {
+    fn(0, n);
+    return;
+  }
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<std::size_t>(parts - 1));
+  const auto slice_begin = [&](std::int64_t p) { return n * p / parts; };
+  for (std::int64_t p = 1; p < parts; ++p) {
+    workers.emplace_back([&fn, b = slice_begin(p), e = slice_begin(p + 1)] { fn(b, e); });
+  }
+  fn(0, slice_begin(1));
+  for (auto& w : workers) w.join();
+}
+
+}  // namespace hyperattn::model

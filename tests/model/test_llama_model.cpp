@@ -1,0 +1,171 @@
+// tests/model/test_llama_model.cpp: the runner on a tiny random checkpoint against a naive
+// double-precision forward pass, for each stored dtype, tied and untied heads, one file and shards.
+#include <gtest/gtest.h>
+
+#include "model/llama_model.hpp"
+#include "model/next_token_scores.hpp"
+#include "tiny_llama.hpp"
+
+namespace hyperattn::model {
+namespace {
+
+using namespace hyperattn::model::testing;
+
+struct Case {
+  io::ElemType type;
+  bool tied;
+  bool sharded;
+};
+
+std::vector<std::int32_t> random_tokens(std::int64_t n, std::int64_t vocab, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
+  for (auto& x : t) x = static_cast<std::int32_t>(rng() % static_cast<std::uint32_t>(vocab));
+  return t;
+}
+
+// Writes the checkpoint of `c` to dir and returns the (rounded) weights.
+TensorMap write_tiny(const TinyShape& shape, const Case& c, const std::string& dir) {
+  TensorMap w = make_tiny_weights(shape, c.tied, 7);
+  auto arrays = to_arrays(&w, c.type);
+  write_json(dir + "/config.json", tiny_config(shape, c.tied));
+  if (!c.sharded) {
+    EXPECT_TRUE(io::write_safetensors(dir + "/model.safetensors", arrays).ok());
+    return w;
+  }
+  // Two shards: the embeddings alone, the rest.
+  std::map<std::string, io::Array> first, second;
+  nlohmann::json map = nlohmann::json::object();
+  for (auto& [name, a] : arrays) {
+    const bool embed = name == "model.embed_tokens.weight";
+    map[name] = embed ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+    (embed ? first : second).emplace(name, std::move(a));
+  }
+  EXPECT_TRUE(io::write_safetensors(dir + "/model-00001-of-00002.safetensors", first).ok());
+  EXPECT_TRUE(io::write_safetensors(dir + "/model-00002-of-00002.safetensors", second).ok());
+  write_json(dir + "/model.safetensors.index.json", {{"metadata", nlohmann::json::object()}, {"weight_map", map}});
+  return w;
+}
+
+class TinyLlama : public ::testing::TestWithParam<Case> {};
+
+// fp32 sums over at most 96 terms of O(1) values carry relative errors ~1e-6; through two layers
+// and a softmax over 40 logits of magnitude < 10 the NLL error stays below 1e-5. 1e-4 leaves
+// room while still catching a wrong convention (a RoPE or GQA mistake moves the NLL by > 1e-2).
+constexpr double kNllTolerance = 1e-4;
+
+TEST_P(TinyLlama, MatchesNaiveDoubleForward) {
+  const Case c = GetParam();
+  TinyShape shape;
+  TempDir dir("tiny");
+  const TensorMap w = write_tiny(shape, c, dir.str());
+  LlamaModel model;
+  Status s = LlamaModel::load(dir.str(), &model);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(model.weights().lm_head.empty(), c.tied);
+
+  const std::int64_t n = 48;
+  const auto tokens = random_tokens(n, shape.vocab, 11);
+  const std::vector<double> expected = naive_llama_nll(shape, w, c.tied, tokens);
+  for (int threads : {1, 2}) {
+    PrefillOptions options;
+    options.threads = threads;
+    options.rope_angles = RopeAngles::float64;  // the naive pass uses exact angles
+    std::vector<float> hidden;
+    s = model.prefill(tokens.data(), n, options, &hidden, nullptr);
+    ASSERT_TRUE(s.ok()) << s.message();
+    NextTokenScores scores;
+    ASSERT_TRUE(score_next_tokens(model, hidden.data(), nullptr, tokens.data(), n, threads, &scores, nullptr).ok());
+    ASSERT_EQ(scores.nll.size(), expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      ASSERT_NEAR(scores.nll[i], expected[i], kNllTolerance) << "position " << i + 1 << ", threads " << threads;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, TinyLlama,
+                         ::testing::Values(Case{io::ElemType::f32, true, false}, Case{io::ElemType::bf16, false, false},
+                                           Case{io::ElemType::f16, true, true}, Case{io::ElemType::bf16, false, true}));
+
+TEST(TinyLlamaRope, Float32AnglesStayCloseToDoubleAnglesAtShortRange) {
+  // At positions < 64 both conventions agree to fp32 rounding of the angle (~4e-6 rad).
+  std::vector<float> c32, s32, c64, s64;
+  rope_tables(64, 32, 10000.0, RopeAngles::float32, &c32, &s32);
+  rope_tables(64, 32, 10000.0, RopeAngles::float64, &c64, &s64);
+  for (std::size_t i = 0; i < c32.size(); ++i) {
+    EXPECT_NEAR(c32[i], c64[i], 1e-5);
+    EXPECT_NEAR(s32[i], s64[i], 1e-5);
+  }
+}
+
+TEST(TinyLlamaPrefill, HyperAttentionBelowMinSeqLenIsExact) {
+  TinyShape shape;
+  TempDir dir("hyperexact");
+  write_tiny(shape, {io::ElemType::f32, true, false}, dir.str());
+  LlamaModel model;
+  ASSERT_TRUE(LlamaModel::load(dir.str(), &model).ok());
+  const std::int64_t n = 64;
+  const auto tokens = random_tokens(n, shape.vocab, 3);
+  PrefillOptions exact;
+  exact.threads = 2;
+  PrefillOptions hyper = exact;
+  hyper.layer_attention.assign(static_cast<std::size_t>(shape.layers), LayerAttention::hyper);
+  hyper.hyper.min_seq_len = n + 1;  // the causal problem is then one exact leaf
+  std::vector<float> a, b;
+  ASSERT_TRUE(model.prefill(tokens.data(), n, exact, &a, nullptr).ok());
+  ASSERT_TRUE(model.prefill(tokens.data(), n, hyper, &b, nullptr).ok());
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-5f) << i;
+}
+
+TEST(TinyLlamaPrefill, CaptureReturnsTheRotatedProjection) {
+  TinyShape shape;
+  TempDir dir("capture");
+  write_tiny(shape, {io::ElemType::f32, true, false}, dir.str());
+  LlamaModel model;
+  ASSERT_TRUE(LlamaModel::load(dir.str(), &model).ok());
+  const auto tokens = random_tokens(16, shape.vocab, 5);
+  std::vector<float> qkv, hidden;
+  PrefillOptions options;
+  options.capture_layer = 0;
+  options.capture_qkv = &qkv;
+  options.stop_after_capture = true;
+  ASSERT_TRUE(model.prefill(tokens.data(), 16, options, &hidden, nullptr).ok());
+  const std::int64_t width = model.config().q_width() + 2 * model.config().kv_width();
+  ASSERT_EQ(static_cast<std::int64_t>(qkv.size()), 16 * width);
+  EXPECT_TRUE(hidden.empty());
+  // Position 0 has angle 0: its q equals the plain projection of the normed embedding.
+  const auto& w = model.weights();
+  std::vector<float> h(static_cast<std::size_t>(shape.hidden));
+  rms_norm(w.embed_tokens.data() + tokens[0] * shape.hidden, w.layers[0].input_norm.data(), 1, shape.hidden,
+           shape.eps, h.data(), 1);
+  for (std::int64_t o = 0; o < width; ++o) {
+    double acc = 0.0;
+    for (std::int64_t i = 0; i < shape.hidden; ++i) acc += static_cast<double>(h[i]) * w.layers[0].qkv_proj[o * shape.hidden + i];
+    EXPECT_NEAR(qkv[o], acc, 1e-4) << o;
+  }
+}
+
+TEST(TinyLlamaPrefill, RefusesBadInput) {
+  TinyShape shape;
+  TempDir dir("badinput");
+  write_tiny(shape, {io::ElemType::f32, true, false}, dir.str());
+  LlamaModel model;
+  ASSERT_TRUE(LlamaModel::load(dir.str(), &model).ok());
+  std::vector<float> hidden;
+  PrefillOptions options;
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(shape.max_pos + 1), 1);
+  Status s = model.prefill(tokens.data(), shape.max_pos + 1, options, &hidden, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::invalid_argument);
+  EXPECT_NE(s.message().find("max_position_embeddings"), std::string::npos) << s.message();
+  tokens[3] = static_cast<std::int32_t>(shape.vocab);
+  s = model.prefill(tokens.data(), 8, options, &hidden, nullptr);
+  EXPECT_NE(s.message().find("token 3"), std::string::npos) << s.message();
+  tokens[3] = 0;
+  options.layer_attention.assign(1, LayerAttention::hyper);
+  s = model.prefill(tokens.data(), 8, options, &hidden, nullptr);
+  EXPECT_NE(s.message().find("layer_attention"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace hyperattn::model
