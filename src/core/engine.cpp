@@ -18,7 +18,7 @@ namespace hyperattn::core {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr std::int64_t kExactRowChunk = 128;  // query rows per work item of an exact part
+constexpr std::int64_t kExactRowChunk = 256;  // query rows per work item of an exact part (the kernels' row tile)
 
 // 64-byte aligned float storage for kernel scratch.
 struct AlignedFloats {

@@ -7,17 +7,29 @@
 namespace hyperattn::lsh {
 
 namespace {
-template <typename Load>
-std::uint32_t sign_bits(Load load, const float* proj, int head_dim, int lsh_bits) {
-  double dot[16] = {};
+// Lanes: the bits of one row are summed side by side (kLanes doubles, padded with zero
+// projections), each bit in index order; a fixed lane count lets the compiler keep the sums in
+// vector registers. The product of two fp32 numbers is exact in double, so fused or separate
+// multiply-add round the same way: the bits do not depend on the instructions chosen.
+template <int kLanes, typename Load>
+std::uint32_t sign_bits_lanes(Load load, const float* proj, int head_dim, int lsh_bits) {
+  double dot[kLanes] = {};
+  double g[kLanes] = {};
   for (int c = 0; c < head_dim; ++c) {
     const double x = load(c);
-    const float* g = proj + static_cast<std::ptrdiff_t>(c) * lsh_bits;
-    for (int t = 0; t < lsh_bits; ++t) dot[t] += x * static_cast<double>(g[t]);  // product exact
+    const float* row = proj + static_cast<std::ptrdiff_t>(c) * lsh_bits;
+    for (int t = 0; t < lsh_bits; ++t) g[t] = static_cast<double>(row[t]);
+    for (int t = 0; t < kLanes; ++t) dot[t] += x * g[t];
   }
   std::uint32_t bits = 0;
   for (int t = 0; t < lsh_bits; ++t) bits |= static_cast<std::uint32_t>(dot[t] > 0.0) << t;
   return bits;
+}
+
+template <typename Load>
+std::uint32_t sign_bits(Load load, const float* proj, int head_dim, int lsh_bits) {
+  return lsh_bits <= 8 ? sign_bits_lanes<8>(load, proj, head_dim, lsh_bits)
+                       : sign_bits_lanes<16>(load, proj, head_dim, lsh_bits);
 }
 }  // namespace
 
