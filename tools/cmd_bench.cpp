@@ -18,6 +18,9 @@
 #include "options.hpp"
 #include "support/plot.hpp"
 #include "support/progress.hpp"
+#ifdef HYPERATTN_HAVE_CUDA
+#include "cuda/bench_cuda.hpp"
+#endif
 
 namespace hyperattn::cli {
 namespace {
@@ -36,8 +39,48 @@ struct BenchOptions {
   std::vector<std::string> methods{"exact", "hyper"};
   std::string dtype = "f32", json, plot;
   std::int64_t max_exact_seq = 0;
+  std::string backend = "cpu";
   AttentionConfig config;
 };
+
+// `--backend cuda`: CUDA-event timing on the device (src/cuda/bench_cuda.hpp).
+int run_cuda(const BenchOptions& o) {
+#ifdef HYPERATTN_HAVE_CUDA
+  CudaBenchSpec spec;
+  spec.dtype = o.dtype == "f32" ? DType::f32 : DType::bf16;
+  spec.batch = o.batch;
+  spec.heads_q = o.heads;
+  spec.heads_kv = o.heads_kv > 0 ? o.heads_kv : o.heads;
+  spec.head_dims = {o.head_dim};
+  spec.seqs = o.seq;
+  spec.causal = o.both ? std::vector<bool>{false, true} : std::vector<bool>{o.causal};
+  spec.exact = std::find(o.methods.begin(), o.methods.end(), "exact") != o.methods.end();
+  spec.hyper = std::find(o.methods.begin(), o.methods.end(), "hyper") != o.methods.end();
+  spec.exact_max_seq = o.max_exact_seq > 0 ? o.max_exact_seq : (std::int64_t{1} << 40);
+  spec.repeats = o.repeats;
+  spec.config = o.config;
+  std::vector<CudaBenchResult> results;
+  if (Status s = cuda_bench(spec, &results); !s.ok()) {
+    std::fprintf(stderr, "hyperattn bench --backend cuda: %s\n", s.message().c_str());
+    return s.code() == StatusCode::unsupported ? 2 : 1;
+  }
+  std::printf("%-8s %-9s %-7s %-6s %-12s %-12s\n", "method", "head_dim", "seq", "causal", "median_ms", "TFLOP/s(exact-equivalent)");
+  nlohmann::json j = nlohmann::json::array();
+  for (const CudaBenchResult& r : results) {
+    std::printf("%-8s %-9lld %-7lld %-6s %-12.3f %-12.1f\n", r.method.c_str(), static_cast<long long>(r.head_dim),
+                static_cast<long long>(r.seq), r.causal ? "yes" : "no", r.median_ms, r.exact_equivalent_tflops);
+    j.push_back({{"method", r.method}, {"seq", r.seq}, {"head_dim", r.head_dim}, {"heads", o.heads}, {"causal", r.causal},
+                 {"threads", 0}, {"median_s", r.median_ms * 1e-3}, {"min_s", r.min_ms * 1e-3}, {"backend", "cuda"},
+                 {"exact_equivalent_tflops", r.exact_equivalent_tflops}, {"dtype", o.dtype}});
+  }
+  if (!o.json.empty()) std::ofstream(o.json) << j.dump(2) << "\n";
+  return 0;
+#else
+  (void)o;
+  std::fprintf(stderr, "hyperattn bench: --backend cuda: this build has no CUDA backend (configure with -DHYPERATTN_CUDA=ON)\n");
+  return 2;
+#endif
+}
 
 struct Record {
   std::string method;
@@ -55,6 +98,7 @@ double exact_flops(std::int64_t n, std::int64_t d, std::int64_t heads, std::int6
 }
 
 int run(const BenchOptions& o) {
+  if (o.backend == "cuda") return run_cuda(o);
   const DType dtype = o.dtype == "bf16" ? DType::bf16 : DType::f32;
   const std::int64_t heads_kv = o.heads_kv > 0 ? o.heads_kv : o.heads;
   if (o.heads % heads_kv != 0) {
@@ -196,6 +240,7 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--method", o->methods, "methods to time (comma separated: exact, hyper)")->delimiter(',')->capture_default_str()->check(CLI::IsMember({"exact", "hyper"}));
   sub->add_option("--dtype", o->dtype, "f32 or bf16")->capture_default_str()->check(CLI::IsMember({"f32", "bf16"}));
   sub->add_option("--max-exact-seq", o->max_exact_seq, "skip exact attention above this length (0: never skip)");
+  sub->add_option("--backend", o->backend, "cpu, or cuda (CUDA-event timing; needs -DHYPERATTN_CUDA=ON and a GPU)")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
   sub->add_option("--json", o->json, "write one record per measurement to this JSON file");
   sub->add_option("--plot", o->plot, "write a log-log plot of time against length to this PNG");
   add_hyper_options(sub, &o->config);

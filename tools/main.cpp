@@ -16,13 +16,9 @@ int main(int argc, char** argv) {
   std::vector<hyperattn::cli::Command> commands = {
       hyperattn::cli::add_run_command(app),
       hyperattn::cli::add_bench_command(app),
+      hyperattn::cli::add_eval_command(app),
+      hyperattn::cli::add_diagnose_command(app),
   };
-#ifdef HYPERATTN_HAVE_EVAL
-  commands.push_back(hyperattn::cli::add_eval_command(app));
-#endif
-#ifdef HYPERATTN_HAVE_DIAGNOSE
-  commands.push_back(hyperattn::cli::add_diagnose_command(app));
-#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
