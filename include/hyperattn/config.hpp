@@ -17,6 +17,8 @@ enum class Sampling : std::uint8_t {
   value_norm,  // p_j proportional to ||v_j||^2 over the keys outside the block (the paper's AMM),
                // mixed half and half with uniform so that every key keeps a positive probability
   stratified,  // one uniform draw from each of m equal strata of the sorted order outside the block
+  position_stratified,  // one draw from each of m equal strata of the keys in position order;
+                        // draws inside the query's own block count zero (unbiased)
 };
 
 struct AttentionConfig {

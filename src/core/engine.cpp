@@ -51,6 +51,7 @@ struct Context {
   std::vector<std::uint32_t> k_bucket;  // [batch, heads_kv, n_k]
   std::vector<std::int32_t> q_perm;   // [batch, heads_q, n_q], per part: sorted absolute rows
   std::vector<std::int32_t> k_perm;   // [batch, heads_kv, n_k], per part: sorted absolute keys
+  std::vector<std::int32_t> k_rank;   // [batch, heads_kv, n_k], per part: sorted index of each key (position_stratified)
   std::vector<double> v_norm2;        // [batch, heads_kv, n_k] ||v_j||^2 (value_norm sampling)
   std::vector<double> k_cum;          // [batch, heads_kv, n_k] inclusive prefix of v_norm2 in sorted order, per part
   // Progress.
@@ -183,6 +184,8 @@ void sort_phase(Context& ctx, const Phase& phase) {
     const std::uint32_t* bucket = (is_q ? ctx.q_bucket.data() : ctx.k_bucket.data()) + bh * n;
     std::int32_t* perm = (is_q ? ctx.q_perm.data() : ctx.k_perm.data()) + bh * n;
     lsh::counting_sort(bucket + lo, hi - lo, r, static_cast<std::int32_t>(lo), perm + lo, counts[static_cast<std::size_t>(thread)].data());
+    if (!is_q && ctx.config.sampling == Sampling::position_stratified)
+      for (std::int64_t i = lo; i < hi; ++i) ctx.k_rank[static_cast<std::size_t>(bh * n + perm[i])] = static_cast<std::int32_t>(i - lo);
     if (!is_q && ctx.config.sampling == Sampling::value_norm) {
       double s = 0.0;
       for (std::int64_t i = lo; i < hi; ++i) {
@@ -226,6 +229,7 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   // keys whether or not its sub-problem holds the sinks.
   std::int64_t m = outside > 0 ? std::max<std::int64_t>(c.sample_size - p.sinks, 0) : 0;
   if (c.sampling == Sampling::stratified) m = std::min(m, outside);  // every stratum non-empty
+  if (c.sampling == Sampling::position_stratified) m = std::min(m, nk);
   const std::int32_t* kperm = ctx.k_perm.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;
   std::int32_t* keys = s.keys.data();
   float* biases = s.bias.data();
@@ -262,6 +266,21 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
       const std::int64_t u = lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
       keys[i] = kperm[u < start ? u : u + blk];
       biases[i] = static_cast<float>(std::log(static_cast<double>(size)));
+    }
+    return fixed + m;
+  }
+  if (c.sampling == Sampling::position_stratified) {
+    // One draw from each of m equal strata of the hashed keys in position order, weighted by its
+    // stratum's size; a draw that lands in the query block's own keys contributes nothing (its
+    // bias is -inf), so the estimate of the sums outside the block stays unbiased.
+    const std::int32_t* rank = ctx.k_rank.data() + (b * ctx.heads_kv + hkv) * ctx.n_k;
+    for (std::int64_t i = 0; i < m; ++i) {
+      const std::int64_t lo = i * nk / m, size = (i + 1) * nk / m - lo;
+      const std::int64_t pos = lsh_k0 + lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
+      const std::int64_t r = rank[pos];
+      keys[i] = static_cast<std::int32_t>(pos);
+      biases[i] = (r >= start && r < start + blk) ? -std::numeric_limits<float>::infinity()
+                                                  : static_cast<float>(std::log(static_cast<double>(size)));
     }
     return fixed + m;
   }
@@ -441,6 +460,7 @@ void prepare_lsh(Context& ctx) {
   hash_all(ctx);
   ctx.q_perm.resize(ctx.q_bucket.size());
   ctx.k_perm.resize(ctx.k_bucket.size());
+  if (ctx.config.sampling == Sampling::position_stratified) ctx.k_rank.resize(ctx.k_bucket.size());
 }
 
 }  // namespace

@@ -101,8 +101,9 @@ Status validate(const AttentionArgs& a, const AttentionConfig& c) {
     return Status::InvalidArgument(fmt::format("config.min_seq_len is {}; expected a non-negative length", c.min_seq_len));
   if (c.bucket_order != BucketOrder::gray_rank && c.bucket_order != BucketOrder::reference_gray)
     return Status::InvalidArgument(fmt::format("config.bucket_order is {}; expected gray_rank or reference_gray", static_cast<int>(c.bucket_order)));
-  if (c.sampling != Sampling::uniform && c.sampling != Sampling::value_norm && c.sampling != Sampling::stratified)
-    return Status::InvalidArgument(fmt::format("config.sampling is {}; expected uniform, value_norm or stratified", static_cast<int>(c.sampling)));
+  if (c.sampling != Sampling::uniform && c.sampling != Sampling::value_norm && c.sampling != Sampling::stratified &&
+      c.sampling != Sampling::position_stratified)
+    return Status::InvalidArgument(fmt::format("config.sampling is {}; expected uniform, value_norm, stratified or position_stratified", static_cast<int>(c.sampling)));
   if (c.sink_keys < 0 || c.sink_keys > std::numeric_limits<std::int32_t>::max())
     return Status::InvalidArgument(fmt::format("config.sink_keys is {}; expected 0..2^31-1", c.sink_keys));
   return Status::Ok();

@@ -242,6 +242,20 @@ TEST(HyperVariants, SinksAndStratifiedMatchReference) {
 }
 
 TEST(HyperVariants, StratifiedSamplingIsUnbiased) { check_unbiased(Sampling::stratified); }
+TEST(HyperVariants, PositionStratifiedSamplingIsUnbiased) { check_unbiased(Sampling::position_stratified); }
+
+TEST(HyperVariants, PositionStratifiedIsDeterministicAcrossThreads) {
+  std::vector<std::uint8_t> first;
+  for (int threads : {1, 3}) {
+    Problem p({1, 2, 1, 1500, 1500, 64}, DType::f32, Layout::bshd, 104);
+    AttentionConfig cfg = hyper_config(32, 96, 128, 7, true);
+    cfg.sampling = Sampling::position_stratified;
+    cfg.threads = threads;
+    ASSERT_TRUE(hyper_attention(p.args(), cfg).ok());
+    if (first.empty()) first = p.out.storage;
+    else EXPECT_EQ(0, std::memcmp(first.data(), p.out.storage.data(), first.size()));
+  }
+}
 
 TEST(HyperVariants, SinksCoveringEverythingAreExact) {
   Problem p({1, 1, 1, 400, 400, 32}, DType::f32, Layout::bhsd, 102);
