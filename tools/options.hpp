@@ -29,11 +29,10 @@ inline void add_hyper_options(CLI::App* app, AttentionConfig* config) {
            config->sampling = v == "value-norm"            ? Sampling::value_norm
                               : v == "stratified"          ? Sampling::stratified
                               : v == "position-stratified" ? Sampling::position_stratified
-                              : v == "graded-stratified"   ? Sampling::graded_stratified
                                                            : Sampling::uniform;
          },
-         "uniform (the paper, default), value-norm (the paper's AMM), stratified (one draw per stratum of the sorted order) position-stratified (one draw per stratum of positions) or graded-stratified (strata growing away from the block)")
-      ->check(CLI::IsMember({"uniform", "value-norm", "stratified", "position-stratified", "graded-stratified"}))
+         "uniform (the paper, default), value-norm (the paper's AMM), stratified (one draw per stratum of the sorted order) or position-stratified (one draw per stratum of positions)")
+      ->check(CLI::IsMember({"uniform", "value-norm", "stratified", "position-stratified"}))
       ->type_name("SAMPLING");
   app->add_option("--sink-keys", config->sink_keys, "the first N keys are attended exactly by every query (attention sinks; 0 = the paper)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
 }

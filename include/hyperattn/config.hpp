@@ -19,8 +19,6 @@ enum class Sampling : std::uint8_t {
   stratified,  // one uniform draw from each of m equal strata of the sorted order outside the block
   position_stratified,  // one draw from each of m equal strata of the keys in position order;
                         // draws inside the query's own block count zero (unbiased)
-  graded_stratified,    // strata of the sorted order growing geometrically with the distance
-                        // from the block (small near it, large far away), one draw each
 };
 
 struct AttentionConfig {

@@ -228,7 +228,7 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   // The sinks come out of the sample budget, so every query attends to block_size + sample_size
   // keys whether or not its sub-problem holds the sinks.
   std::int64_t m = outside > 0 ? std::max<std::int64_t>(c.sample_size - p.sinks, 0) : 0;
-  if (c.sampling == Sampling::stratified || c.sampling == Sampling::graded_stratified) m = std::min(m, outside);  // every stratum non-empty
+  if (c.sampling == Sampling::stratified) m = std::min(m, outside);  // every stratum non-empty
   if (c.sampling == Sampling::position_stratified) m = std::min(m, nk);
   const std::int32_t* kperm = ctx.k_perm.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;
   std::int32_t* keys = s.keys.data();
@@ -268,33 +268,6 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
       biases[i] = static_cast<float>(std::log(static_cast<double>(size)));
     }
     return fixed + m;
-  }
-  if (c.sampling == Sampling::graded_stratified) {
-    // Strata that grow geometrically with the distance from the block in sorted order: keys whose
-    // buckets are near the query block's (likely larger scores) get small strata, the far ones
-    // large strata. One draw per stratum, weighted by the stratum's size: unbiased.
-    const std::int64_t sides[2] = {start, outside - start};  // keys before and after the block
-    const double scale_len = static_cast<double>(c.block_size);
-    const double w0 = std::log1p(static_cast<double>(sides[0]) / scale_len), w1 = std::log1p(static_cast<double>(sides[1]) / scale_len);
-    std::int64_t m0 = sides[0] == 0 ? 0 : sides[1] == 0 ? m : std::llround(static_cast<double>(m) * w0 / (w0 + w1));
-    if (sides[0] > 0 && sides[1] > 0) m0 = std::clamp<std::int64_t>(m0, 1, m - 1);
-    const std::int64_t per_side[2] = {m0, m - m0};
-    std::int64_t drawn = 0, counter = 0;
-    for (int side = 0; side < 2; ++side) {
-      const std::int64_t len = sides[side], ms = per_side[side];
-      std::int64_t lo = 0;
-      for (std::int64_t i = 1; i <= ms; ++i, ++counter) {
-        const std::int64_t hi = i == ms ? len : std::min<std::int64_t>(len, std::llround(scale_len * (std::pow(1.0 + static_cast<double>(len) / scale_len, static_cast<double>(i) / static_cast<double>(ms)) - 1.0)));
-        if (hi <= lo) continue;  // an empty stratum: no draw
-        const std::int64_t dist = lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(counter), static_cast<std::uint64_t>(hi - lo)));
-        const std::int64_t pos = side == 0 ? start - 1 - dist : start + blk + dist;
-        keys[drawn] = kperm[pos];
-        biases[drawn] = static_cast<float>(std::log(static_cast<double>(hi - lo)));
-        ++drawn;
-        lo = hi;
-      }
-    }
-    return fixed + drawn;
   }
   if (c.sampling == Sampling::position_stratified) {
     // One draw from each of m equal strata of the hashed keys in position order, weighted by its

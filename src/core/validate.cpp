@@ -102,8 +102,8 @@ Status validate(const AttentionArgs& a, const AttentionConfig& c) {
   if (c.bucket_order != BucketOrder::gray_rank && c.bucket_order != BucketOrder::reference_gray)
     return Status::InvalidArgument(fmt::format("config.bucket_order is {}; expected gray_rank or reference_gray", static_cast<int>(c.bucket_order)));
   if (c.sampling != Sampling::uniform && c.sampling != Sampling::value_norm && c.sampling != Sampling::stratified &&
-      c.sampling != Sampling::position_stratified && c.sampling != Sampling::graded_stratified)
-    return Status::InvalidArgument(fmt::format("config.sampling is {}; expected uniform, value_norm, stratified, position_stratified or graded_stratified", static_cast<int>(c.sampling)));
+      c.sampling != Sampling::position_stratified)
+    return Status::InvalidArgument(fmt::format("config.sampling is {}; expected uniform, value_norm, stratified or position_stratified", static_cast<int>(c.sampling)));
   if (c.sink_keys < 0 || c.sink_keys > std::numeric_limits<std::int32_t>::max())
     return Status::InvalidArgument(fmt::format("config.sink_keys is {}; expected 0..2^31-1", c.sink_keys));
   return Status::Ok();

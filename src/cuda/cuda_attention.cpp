@@ -70,8 +70,10 @@ Status validate_cuda(const AttentionArgs& args, const AttentionConfig& config, b
       else return Status::InvalidArgument(fmt::format("k, v, out: dtype {} differs; expected the dtype of q (f16)", to_string(t->dtype)));
   }
   HYPERATTN_RETURN_IF_ERROR(validate(as_cpu, config));
-  if (hyper && config.sampling != Sampling::uniform && config.sampling != Sampling::stratified)
-    return Status::Unsupported("config.sampling is value_norm, position_stratified or graded_stratified; the CUDA backend implements uniform and stratified");
+  if (hyper && (config.sampling == Sampling::value_norm || config.sampling == Sampling::position_stratified))
+    return Status::Unsupported(config.sampling == Sampling::value_norm
+                                   ? "config.sampling is value_norm; the CUDA backend implements uniform and stratified"
+                                   : "config.sampling is position_stratified; the CUDA backend implements uniform and stratified");
   const Shapes s = shapes_of(args);
   if (s.seq_q >= (std::int64_t{1} << 31) || s.seq_kv >= (std::int64_t{1} << 31))
     return Status::Unsupported(fmt::format("seq_q, seq_kv are {} and {}; expected below 2^31 on CUDA", s.seq_q, s.seq_kv));

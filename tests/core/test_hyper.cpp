@@ -242,7 +242,6 @@ TEST(HyperVariants, SinksAndStratifiedMatchReference) {
 }
 
 TEST(HyperVariants, StratifiedSamplingIsUnbiased) { check_unbiased(Sampling::stratified); }
-TEST(HyperVariants, GradedStratifiedSamplingIsUnbiased) { check_unbiased(Sampling::graded_stratified); }
 TEST(HyperVariants, PositionStratifiedSamplingIsUnbiased) { check_unbiased(Sampling::position_stratified); }
 
 TEST(HyperVariants, PositionStratifiedIsDeterministicAcrossThreads) {
