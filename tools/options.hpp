@@ -3,11 +3,25 @@
 
 #include <string>
 
+#include <memory>
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 #include "hyperattn/config.hpp"
 
 namespace hyperattn::cli {
+
+// --preset paper|stratified, applied once every other flag is parsed (it rewrites block and
+// sample sizes for the same keys per query).
+inline void add_preset_option(CLI::App* app, AttentionConfig* config) {
+  auto preset = std::make_shared<std::string>();
+  app->add_option("--preset", *preset, "paper (the published algorithm) or stratified (same keys per query: 1/8 block, 7/8 stratified samples)")
+      ->check(CLI::IsMember({"paper", "stratified"}));
+  app->parse_complete_callback([preset, config] {
+    if (!preset->empty()) (void)apply_preset(*preset, config);  // the name was checked above
+  });
+}
 
 // --block-size --sample-size --lsh-bits --min-seq-len --seed --bucket-order --sampling, bound to
 // the fields of `config` (whose current values are the defaults shown in --help).
@@ -34,6 +48,7 @@ inline void add_hyper_options(CLI::App* app, AttentionConfig* config) {
          "uniform (the paper, default), value-norm (the paper's AMM), stratified (one draw per stratum of the sorted order) or position-stratified (one draw per stratum of positions)")
       ->check(CLI::IsMember({"uniform", "value-norm", "stratified", "position-stratified"}))
       ->type_name("SAMPLING");
+  add_preset_option(app, config);
   app->add_option("--sink-keys", config->sink_keys, "the first N keys are attended exactly by every query (attention sinks; 0 = the paper)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
 }
 

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
+
+#include "hyperattn/status.hpp"
 
 namespace hyperattn {
 
@@ -46,5 +49,13 @@ struct AttentionConfig {
   void (*progress)(void* context, std::int64_t done, std::int64_t total) = nullptr;
   void* progress_context = nullptr;
 };
+
+// Named variants of HyperAttention, applied to a config (docs/accuracy.md):
+//   "paper"      the published algorithm: uniform samples, no sinks, Gray-rank buckets; block and
+//                sample sizes as set.
+//   "stratified" the same keys per query (block_size + sample_size) split as 1/8 block and 7/8
+//                stratified samples along the sorted order: about half the perplexity increase and
+//                0.56x the KL of "paper" on the bundled model.
+Status apply_preset(std::string_view name, AttentionConfig* config);
 
 }  // namespace hyperattn

@@ -1,5 +1,6 @@
 // src/core/validate.cpp: the door. Every public entry point calls validate() first; nothing past it
 // checks user input again (kernels assume it).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -107,6 +108,26 @@ Status validate(const AttentionArgs& a, const AttentionConfig& c) {
   if (c.sink_keys < 0 || c.sink_keys > std::numeric_limits<std::int32_t>::max())
     return Status::InvalidArgument(fmt::format("config.sink_keys is {}; expected 0..2^31-1", c.sink_keys));
   return Status::Ok();
+}
+
+Status apply_preset(std::string_view name, AttentionConfig* config) {
+  if (config == nullptr) return Status::InvalidArgument("apply_preset: config is null");
+  if (name == "paper") {
+    config->sampling = Sampling::uniform;
+    config->sink_keys = 0;
+    config->bucket_order = BucketOrder::gray_rank;
+    return Status::Ok();
+  }
+  if (name == "stratified") {
+    const std::int64_t budget = config->block_size + config->sample_size;
+    config->block_size = std::max<std::int64_t>(1, budget / 8);
+    config->sample_size = budget - config->block_size;
+    config->sampling = Sampling::stratified;
+    config->sink_keys = 0;
+    config->bucket_order = BucketOrder::gray_rank;
+    return Status::Ok();
+  }
+  return Status::InvalidArgument(fmt::format("preset is \"{}\"; expected \"paper\" or \"stratified\"", name));
 }
 
 }  // namespace hyperattn

@@ -135,6 +135,25 @@ TEST(Errors, InjectedRandomness) {
   s = hyper_attention(f.a, f.c, inj2);
   EXPECT_NE(s.message().find("injected.projections[5] is inf"), std::string::npos) << s.message();
 }
+TEST(Presets, PaperAndStratifiedKeepTheKeysPerQuery) {
+  AttentionConfig c;
+  c.block_size = 64;
+  c.sample_size = 64;
+  c.sampling = Sampling::value_norm;
+  c.sink_keys = 5;
+  ASSERT_TRUE(apply_preset("paper", &c).ok());
+  EXPECT_EQ(c.sampling, Sampling::uniform);
+  EXPECT_EQ(c.sink_keys, 0);
+  EXPECT_EQ(c.block_size + c.sample_size, 128);
+  ASSERT_TRUE(apply_preset("stratified", &c).ok());
+  EXPECT_EQ(c.sampling, Sampling::stratified);
+  EXPECT_EQ(c.block_size, 16);
+  EXPECT_EQ(c.sample_size, 112);
+  const Status s = apply_preset("best", &c);
+  EXPECT_EQ(s.code(), StatusCode::invalid_argument);
+  EXPECT_NE(s.message().find("preset is \"best\""), std::string::npos) << s.message();
+}
+
 TEST(Errors, LshBlocksNeedsStorage) {
   Fixture f;
   std::vector<std::int32_t> kb(80);
