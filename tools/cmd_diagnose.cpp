@@ -4,16 +4,16 @@
 //
 // The problem is a model layer's attention on the first --seq-len tokens of a text (q, k after RoPE,
 // causal by default, as the model runs it) or Q, K, V read from .npy files (non-causal by default).
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "model/attention_diagnostics.hpp"
@@ -42,8 +42,8 @@ struct DiagnoseOptions {
 // The attention problem: fp32 storage and its views in the [1, heads, seq, head_dim] frame.
 struct Problem {
   std::string source;
-  std::vector<float> qkv;         // model: [n, q_width + 2 kv_width]
-  std::vector<float> q, k, v;     // files: [1, heads, seq, head_dim] each
+  std::vector<float> qkv;      // model: [n, q_width + 2 kv_width]
+  std::vector<float> q, k, v;  // files: [1, heads, seq, head_dim] each
   TensorView q_view, k_view, v_view;
 };
 
@@ -56,8 +56,8 @@ Status problem_from_model(const DiagnoseOptions& o, int threads, Problem* out) {
                                                c.num_layers - 1, c.num_layers, o.layer));
   }
   if (o.seq_len < 1 || o.seq_len > c.max_position_embeddings) {
-    return Status::InvalidArgument(
-        fmt::format("--seq-len: expected 1..{} (max_position_embeddings), found {}", c.max_position_embeddings, o.seq_len));
+    return Status::InvalidArgument(fmt::format("--seq-len: expected 1..{} (max_position_embeddings), found {}",
+                                               c.max_position_embeddings, o.seq_len));
   }
   model::Tokenizer tokenizer;
   HYPERATTN_RETURN_IF_ERROR(model::Tokenizer::load(o.model_dir, &tokenizer));
@@ -89,8 +89,8 @@ Status problem_from_files(const DiagnoseOptions& o, Problem* out) {
   HostTensor q, k, v;
   HYPERATTN_RETURN_IF_ERROR(load_qkv(o.q, o.k, o.v, "", &q, &k, &v));
   if (q.view.batch() != 1) {
-    return Status::InvalidArgument(fmt::format("--q: batch: expected 1 ([seq, dim] or [heads, seq, dim]), found {}",
-                                               q.view.batch()));
+    return Status::InvalidArgument(
+        fmt::format("--q: batch: expected 1 ([seq, dim] or [heads, seq, dim]), found {}", q.view.batch()));
   }
   out->q = to_f32(q);
   out->k = to_f32(k);
@@ -136,24 +136,27 @@ int run(const DiagnoseOptions& o) {
   const std::int64_t n_q = problem.q_view.seq(), n_k = problem.k_view.seq();
   std::printf("%s: heads_q %lld, heads_kv %lld, seq_q %lld, seq_kv %lld, head_dim %lld, %s\n", problem.source.c_str(),
               static_cast<long long>(problem.q_view.heads()), static_cast<long long>(problem.k_view.heads()),
-              static_cast<long long>(n_q), static_cast<long long>(n_k), static_cast<long long>(problem.q_view.head_dim()),
-              config.causal ? "causal" : "non-causal");
+              static_cast<long long>(n_q), static_cast<long long>(n_k),
+              static_cast<long long>(problem.q_view.head_dim()), config.causal ? "causal" : "non-causal");
   std::printf("HyperAttention: block_size %lld, sample_size %lld, lsh_bits %d, min_seq_len %lld, seed %llu\n",
               static_cast<long long>(config.block_size), static_cast<long long>(config.sample_size), config.lsh_bits,
               static_cast<long long>(config.min_seq_len), static_cast<unsigned long long>(config.seed));
   std::printf("\n%4s %11s %11s | %27s %7s %7s %7s %7s | %10s %10s\n", "head", "err/|O|_F", "err/|V|_F",
               "captured mass: mean", "p10", "p50", "p90", "min", "alpha", "kappa");
   for (const auto& h : result) {
-    std::printf("%4lld %11.3e %11.3e | %27.4f %7.4f %7.4f %7.4f %7.4f | %10.2f %10.3g\n", static_cast<long long>(h.head),
-                h.error_rel_o, h.error_rel_v, h.captured_mean, h.captured_quantiles[1], h.captured_quantiles[3],
-                h.captured_quantiles[5], h.captured_quantiles[0], h.alpha, h.kappa);
+    std::printf("%4lld %11.3e %11.3e | %27.4f %7.4f %7.4f %7.4f %7.4f | %10.2f %10.3g\n",
+                static_cast<long long>(h.head), h.error_rel_o, h.error_rel_v, h.captured_mean, h.captured_quantiles[1],
+                h.captured_quantiles[3], h.captured_quantiles[5], h.captured_quantiles[0], h.alpha, h.kappa);
   }
-  std::printf("\ncaptured mass: share of each row's softmax mass in its own sorted-LSH block (the keys attended "
-              "exactly);\nalpha = seq_kv * max_j ||column j of D^-1 A||^2; kappa = max_i / min_i of the row sums of A "
-              "outside the LSH block");
+  std::printf(
+      "\ncaptured mass: share of each row's softmax mass in its own sorted-LSH block (the keys attended "
+      "exactly);\nalpha = seq_kv * max_j ||column j of D^-1 A||^2; kappa = max_i / min_i of the row sums of A "
+      "outside the LSH block");
   std::int64_t left_out = 0;
   for (const auto& h : result) left_out = std::max(left_out, h.kappa_rows_left_out);
-  if (left_out > 0) std::printf(" (rows with no mass outside their block left out: up to %lld per head)", static_cast<long long>(left_out));
+  if (left_out > 0)
+    std::printf(" (rows with no mass outside their block left out: up to %lld per head)",
+                static_cast<long long>(left_out));
   std::printf(".\n");
 
   if (!o.json_path.empty()) {
@@ -177,14 +180,15 @@ int run(const DiagnoseOptions& o) {
       for (std::size_t i = 0; i < model::kCapturedQuantileLevels.size(); ++i) {
         q[fmt::format("{:g}", model::kCapturedQuantileLevels[i])] = h.captured_quantiles[i];
       }
-      j["heads"].push_back({{"head", h.head},
-                            {"error_rel_o", h.error_rel_o},
-                            {"error_rel_v", h.error_rel_v},
-                            {"captured_mean", h.captured_mean},
-                            {"captured_quantiles", q},
-                            {"alpha", h.alpha},
-                            {"kappa", std::isfinite(h.kappa) ? nlohmann::ordered_json(h.kappa) : nlohmann::ordered_json(nullptr)},
-                            {"kappa_rows_left_out", h.kappa_rows_left_out}});
+      j["heads"].push_back(
+          {{"head", h.head},
+           {"error_rel_o", h.error_rel_o},
+           {"error_rel_v", h.error_rel_v},
+           {"captured_mean", h.captured_mean},
+           {"captured_quantiles", q},
+           {"alpha", h.alpha},
+           {"kappa", std::isfinite(h.kappa) ? nlohmann::ordered_json(h.kappa) : nlohmann::ordered_json(nullptr)},
+           {"kappa_rows_left_out", h.kappa_rows_left_out}});
     }
     std::ofstream out(o.json_path);
     out << j.dump(2) << "\n";
@@ -196,8 +200,8 @@ int run(const DiagnoseOptions& o) {
 
   if (!o.plot_path.empty()) {
     tools::PlotSpec plot;
-    plot.title = fmt::format("captured attention mass by position ({}, b={}, r={})", config.causal ? "causal" : "non-causal",
-                             config.block_size, config.lsh_bits);
+    plot.title = fmt::format("captured attention mass by position ({}, b={}, r={})",
+                             config.causal ? "causal" : "non-causal", config.block_size, config.lsh_bits);
     plot.xlabel = "query position";
     plot.ylabel = "share of the row's mass in its LSH block";
     plot.output_png = o.plot_path;
@@ -244,7 +248,8 @@ Command add_diagnose_command(CLI::App& app) {
   sub->callback([o] {
     const bool model = !o->model_dir.empty();
     const bool files = !o->q.empty() || !o->k.empty() || !o->v.empty();
-    if (model == files) throw CLI::ValidationError("diagnose", "give either --model (with --text, --layer) or --q, --k, --v");
+    if (model == files)
+      throw CLI::ValidationError("diagnose", "give either --model (with --text, --layer) or --q, --k, --v");
     if (model && (o->text_path.empty() || o->layer < 0))
       throw CLI::ValidationError("diagnose", "--model needs --text and --layer");
     if (files && (o->q.empty() || o->k.empty() || o->v.empty()))

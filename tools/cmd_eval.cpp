@@ -5,17 +5,17 @@
 // start. Per window the exact run and each patched run go through the whole decoder to their final
 // hidden states ([N, hidden], small); the output head then scores both runs chunk by chunk, giving
 // the NLL of every next token and KL(exact || patched) per position without an [N, vocab] matrix.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "model/llama_model.hpp"
@@ -59,8 +59,8 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 nlohmann::ordered_json timings_json(const PrefillTimings& t, double head) {
-  return {{"embed", t.embed}, {"norm", t.norm}, {"qkv_proj", t.qkv_proj}, {"rope", t.rope},
-          {"attention", t.attention}, {"o_proj", t.o_proj}, {"mlp", t.mlp}, {"lm_head_log_softmax", head}};
+  return {{"embed", t.embed},         {"norm", t.norm},     {"qkv_proj", t.qkv_proj}, {"rope", t.rope},
+          {"attention", t.attention}, {"o_proj", t.o_proj}, {"mlp", t.mlp},           {"lm_head_log_softmax", head}};
 }
 
 std::string timing_line(const PrefillTimings& t, double head) {
@@ -117,7 +117,8 @@ int run(const EvalOptions& o) {
   }
   const std::int64_t windows = o.windows > 0 ? std::min(o.windows, fit) : fit;
   if (o.windows > fit) {
-    std::fprintf(stderr, "hyperattn eval: note: --windows %lld but only %lld windows of %lld tokens fit in %s; using %lld\n",
+    std::fprintf(stderr,
+                 "hyperattn eval: note: --windows %lld but only %lld windows of %lld tokens fit in %s; using %lld\n",
                  static_cast<long long>(o.windows), static_cast<long long>(fit), static_cast<long long>(o.seq_len),
                  o.text_path.c_str(), static_cast<long long>(fit));
   }
@@ -131,9 +132,10 @@ int run(const EvalOptions& o) {
     std::printf("text %s: %lld tokens (%.2f s to tokenize); %lld windows of %lld tokens from the start\n",
                 o.text_path.c_str(), static_cast<long long>(total_tokens), tokenize_seconds,
                 static_cast<long long>(windows), static_cast<long long>(o.seq_len));
-    std::printf("HyperAttention: block_size %lld, sample_size %lld, lsh_bits %d, min_seq_len %lld, seed %llu; %d threads\n",
-                static_cast<long long>(h.block_size), static_cast<long long>(h.sample_size), h.lsh_bits,
-                static_cast<long long>(h.min_seq_len), static_cast<unsigned long long>(h.seed), threads);
+    std::printf(
+        "HyperAttention: block_size %lld, sample_size %lld, lsh_bits %d, min_seq_len %lld, seed %llu; %d threads\n",
+        static_cast<long long>(h.block_size), static_cast<long long>(h.sample_size), h.lsh_bits,
+        static_cast<long long>(h.min_seq_len), static_cast<unsigned long long>(h.seed), threads);
     std::fflush(stdout);
   }
 
@@ -202,8 +204,8 @@ int run(const EvalOptions& o) {
     if (patches.empty()) {  // unreachable from the CLI (defaults apply), kept for completeness
       model::NextTokenScores scores;
       model::ScoreTimings st;
-      if (Status s = model::score_next_tokens(llama, exact_hidden.data(), nullptr, window, o.seq_len, threads,
-                                              &scores, &st);
+      if (Status s =
+              model::score_next_tokens(llama, exact_hidden.data(), nullptr, window, o.seq_len, threads, &scores, &st);
           !s.ok()) {
         std::fprintf(stderr, "hyperattn eval: %s\n", s.message().c_str());
         return 1;
@@ -264,6 +266,10 @@ int run(const EvalOptions& o) {
                               {"min_seq_len", h.min_seq_len},
                               {"lsh_bits", h.lsh_bits},
                               {"seed", h.seed},
+                              {"sink_keys", h.sink_keys},
+                              // enum codes of AttentionConfig (0 = uniform / gray_rank, the paper)
+                              {"sampling_code", static_cast<int>(h.sampling)},
+                              {"bucket_order_code", static_cast<int>(h.bucket_order)},
                               {"seconds", r.seconds()},
                               {"attention_seconds", r.timings.attention},
                               {"timings", timings_json(r.timings, r.head_seconds)}});
@@ -278,20 +284,24 @@ int run(const EvalOptions& o) {
 
   if (!o.plot_path.empty()) {
     tools::PlotSpec plot;
-    plot.title = fmt::format("{}: {} windows of {} tokens (b={}, m={}, r={}, min_seq_len={})", o.text_path, windows,
-                             o.seq_len, h.block_size, h.sample_size, h.lsh_bits, h.min_seq_len);
+    plot.title =
+        fmt::format("{}: {} window{} of {} tokens (b={}, m={}, r={}, min_seq_len={})", o.text_path, windows,
+                    windows == 1 ? "" : "s", o.seq_len, h.block_size, h.sample_size, h.lsh_bits, h.min_seq_len);
     plot.xlabel = "layers with HyperAttention";
     plot.ylabel = "perplexity";
     plot.output_png = o.plot_path;
-    tools::Series exact_line{"exact attention", {0.0, static_cast<double>(cfg.num_layers)}, {ppl_exact, ppl_exact},
+    tools::Series exact_line{"exact attention",
+                             {0.0, static_cast<double>(cfg.num_layers)},
+                             {ppl_exact, ppl_exact},
                              tools::SeriesStyle::lines};
     // One series per kind of patch (last:K, first:K, all, explicit lists), each from (0, exact).
     std::vector<tools::Series> kinds;
     for (std::size_t p = 0; p < patches.size(); ++p) {
       const std::string& t = patches[p].text;
-      std::string kind = t.rfind("last:", 0) == 0 ? "last K layers"
+      std::string kind = t.rfind("last:", 0) == 0    ? "last K layers"
                          : t.rfind("first:", 0) == 0 ? "first K layers"
-                         : t == "all" ? "last K layers" : "listed layers (" + t + ")";
+                         : t == "all"                ? "last K layers"
+                                                     : "listed layers (" + t + ")";
       auto it = std::find_if(kinds.begin(), kinds.end(), [&](const tools::Series& s) { return s.label == kind; });
       if (it == kinds.end()) {
         kinds.push_back({kind, {0.0}, {ppl_exact}, tools::SeriesStyle::lines_points});

@@ -1,11 +1,11 @@
 // src/model/attention_diagnostics.cpp: see attention_diagnostics.hpp.
 #include "model/attention_diagnostics.hpp"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
-
-#include <cblas.h>
 
 #include "model/parallel.hpp"
 
@@ -26,11 +26,10 @@ double quantile_of_sorted(const std::vector<float>& sorted, double level) {
 
 }  // namespace
 
-void attention_mass_statistics(const float* q, std::int64_t q_row_stride, const float* k,
-                               std::int64_t k_row_stride, std::int64_t n_q, std::int64_t n_k,
-                               std::int64_t head_dim, float scale, bool causal,
-                               const std::int32_t* query_block, const std::int32_t* key_block,
-                               int threads, MassStatistics* out) {
+void attention_mass_statistics(const float* q, std::int64_t q_row_stride, const float* k, std::int64_t k_row_stride,
+                               std::int64_t n_q, std::int64_t n_k, std::int64_t head_dim, float scale, bool causal,
+                               const std::int32_t* query_block, const std::int32_t* key_block, int threads,
+                               MassStatistics* out) {
   threads = std::max(1, threads);
   const std::int64_t tile_rows = std::min(kTileRows, n_q);
   std::vector<float> scores(static_cast<std::size_t>(tile_rows * n_k));  // [tile_rows, n_k]
@@ -112,9 +111,8 @@ void attention_mass_statistics(const float* q, std::int64_t q_row_stride, const 
   *out = std::move(stats);
 }
 
-Status diagnose_attention(const TensorView& q, const TensorView& k, const TensorView& v,
-                          const AttentionConfig& config, const std::vector<std::int64_t>& heads,
-                          int threads, std::vector<HeadDiagnostics>* out,
+Status diagnose_attention(const TensorView& q, const TensorView& k, const TensorView& v, const AttentionConfig& config,
+                          const std::vector<std::int64_t>& heads, int threads, std::vector<HeadDiagnostics>* out,
                           const std::function<void()>& on_step) {
   const auto step = [&] {
     if (on_step) on_step();
@@ -181,9 +179,8 @@ Status diagnose_attention(const TensorView& q, const TensorView& k, const Tensor
 
     MassStatistics stats;
     attention_mass_statistics(static_cast<const float*>(q.data) + h * q.stride[1], q.stride[2],
-                              static_cast<const float*>(k.data) + hk * k.stride[1], k.stride[2], n_q, n_k, d,
-                              scale, cfg.causal, query_block.data() + h * n_q, key_block.data() + hk * n_k,
-                              threads, &stats);
+                              static_cast<const float*>(k.data) + hk * k.stride[1], k.stride[2], n_q, n_k, d, scale,
+                              cfg.causal, query_block.data() + h * n_q, key_block.data() + hk * n_k, threads, &stats);
     hd.alpha = stats.alpha;
     hd.kappa = stats.kappa;
     hd.kappa_rows_left_out = stats.kappa_rows_left_out;

@@ -35,9 +35,9 @@ struct HeadDiagnostics {
   // Quantiles of captured mass over rows: 0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.
   std::array<double, 7> captured_quantiles{};
   double alpha = 0;
-  double kappa = 0;                  // NaN when no row has residual mass
+  double kappa = 0;  // NaN when no row has residual mass
   std::int64_t kappa_rows_left_out = 0;
-  std::vector<float> captured;       // [seq_q] captured mass per row
+  std::vector<float> captured;  // [seq_q] captured mass per row
 };
 
 inline constexpr std::array<double, 7> kCapturedQuantileLevels{0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0};
@@ -46,9 +46,8 @@ inline constexpr std::array<double, 7> kCapturedQuantileLevels{0.0, 0.1, 0.25, 0
 // `config` gives HyperAttention's parameters and whether the problem is causal; `threads` >= 1.
 // `heads`: the query heads to analyse (empty: all). `on_step`, when set, is called after the exact
 // run, after the HyperAttention run and after each analysed head (progress reports).
-Status diagnose_attention(const TensorView& q, const TensorView& k, const TensorView& v,
-                          const AttentionConfig& config, const std::vector<std::int64_t>& heads,
-                          int threads, std::vector<HeadDiagnostics>* out,
+Status diagnose_attention(const TensorView& q, const TensorView& k, const TensorView& v, const AttentionConfig& config,
+                          const std::vector<std::int64_t>& heads, int threads, std::vector<HeadDiagnostics>* out,
                           const std::function<void()>& on_step = {});
 
 // The streaming part alone, for one query head h (tests compare it with a dense computation):
@@ -60,10 +59,9 @@ struct MassStatistics {
   double kappa = 0;
   std::int64_t kappa_rows_left_out = 0;
 };
-void attention_mass_statistics(const float* q, std::int64_t q_row_stride, const float* k,
-                               std::int64_t k_row_stride, std::int64_t n_q, std::int64_t n_k,
-                               std::int64_t head_dim, float scale, bool causal,
-                               const std::int32_t* query_block, const std::int32_t* key_block,
-                               int threads, MassStatistics* out);
+void attention_mass_statistics(const float* q, std::int64_t q_row_stride, const float* k, std::int64_t k_row_stride,
+                               std::int64_t n_q, std::int64_t n_k, std::int64_t head_dim, float scale, bool causal,
+                               const std::int32_t* query_block, const std::int32_t* key_block, int threads,
+                               MassStatistics* out);
 
 }  // namespace hyperattn::model

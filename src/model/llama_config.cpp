@@ -2,9 +2,8 @@
 #include "model/llama_config.hpp"
 
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace hyperattn::model {
 namespace {
@@ -13,15 +12,13 @@ using nlohmann::json;
 
 Status field_error(const std::string& path, const std::string& field, const std::string& expected,
                    const std::string& found) {
-  return Status::InvalidArgument(path + ": field \"" + field + "\": expected " + expected +
-                                 ", found " + found);
+  return Status::InvalidArgument(path + ": field \"" + field + "\": expected " + expected + ", found " + found);
 }
 
 std::string dump(const json& value) { return value.dump(); }
 
 // A required positive integer field.
-Status read_positive_int(const json& root, const std::string& path, const std::string& field,
-                         std::int64_t* out) {
+Status read_positive_int(const json& root, const std::string& path, const std::string& field, std::int64_t* out) {
   auto it = root.find(field);
   if (it == root.end()) return field_error(path, field, "a positive integer", "nothing (missing)");
   if (!it->is_number_integer() || it->get<std::int64_t>() <= 0) {
@@ -32,8 +29,7 @@ Status read_positive_int(const json& root, const std::string& path, const std::s
 }
 
 // An optional positive number field (default kept when absent).
-Status read_positive_number(const json& root, const std::string& path, const std::string& field,
-                            double* out) {
+Status read_positive_number(const json& root, const std::string& path, const std::string& field, double* out) {
   auto it = root.find(field);
   if (it == root.end()) return Status::Ok();
   if (!it->is_number() || !(it->get<double>() > 0.0)) {
@@ -85,13 +81,11 @@ Status parse_llama_config(const std::string& json_text, const std::string& path,
     }
   }
   if (auto it = root.find("rope_scaling"); it != root.end() && !it->is_null()) {
-    return field_error(path, "rope_scaling", "null or absent (scaled RoPE is not implemented)",
-                       dump(*it));
+    return field_error(path, "rope_scaling", "null or absent (scaled RoPE is not implemented)", dump(*it));
   }
   HYPERATTN_RETURN_IF_ERROR(
       require_false_or_absent(root, path, "attention_bias", "q/k/v/o biases are not implemented"));
-  HYPERATTN_RETURN_IF_ERROR(
-      require_false_or_absent(root, path, "mlp_bias", "MLP biases are not implemented"));
+  HYPERATTN_RETURN_IF_ERROR(require_false_or_absent(root, path, "mlp_bias", "MLP biases are not implemented"));
 
   LlamaConfig c;
   HYPERATTN_RETURN_IF_ERROR(read_positive_int(root, path, "vocab_size", &c.vocab_size));
@@ -103,8 +97,7 @@ Status parse_llama_config(const std::string& json_text, const std::string& path,
   if (root.contains("num_key_value_heads") && !root["num_key_value_heads"].is_null()) {
     HYPERATTN_RETURN_IF_ERROR(read_positive_int(root, path, "num_key_value_heads", &c.heads_kv));
   }
-  HYPERATTN_RETURN_IF_ERROR(
-      read_positive_int(root, path, "max_position_embeddings", &c.max_position_embeddings));
+  HYPERATTN_RETURN_IF_ERROR(read_positive_int(root, path, "max_position_embeddings", &c.max_position_embeddings));
   HYPERATTN_RETURN_IF_ERROR(read_positive_number(root, path, "rms_norm_eps", &c.rms_norm_eps));
   HYPERATTN_RETURN_IF_ERROR(read_positive_number(root, path, "rope_theta", &c.rope_theta));
   if (auto it = root.find("tie_word_embeddings"); it != root.end() && !it->is_null()) {
@@ -113,20 +106,17 @@ Status parse_llama_config(const std::string& json_text, const std::string& path,
   }
 
   if (c.heads_q % c.heads_kv != 0) {
-    return field_error(path, "num_key_value_heads",
-                       "a divisor of num_attention_heads = " + std::to_string(c.heads_q),
+    return field_error(path, "num_key_value_heads", "a divisor of num_attention_heads = " + std::to_string(c.heads_q),
                        std::to_string(c.heads_kv));
   }
   if (c.hidden_size % c.heads_q != 0) {
-    return field_error(path, "hidden_size",
-                       "a multiple of num_attention_heads = " + std::to_string(c.heads_q),
+    return field_error(path, "hidden_size", "a multiple of num_attention_heads = " + std::to_string(c.heads_q),
                        std::to_string(c.hidden_size));
   }
   c.head_dim = c.hidden_size / c.heads_q;
   if (auto it = root.find("head_dim"); it != root.end() && !it->is_null()) {
     if (!it->is_number_integer() || it->get<std::int64_t>() != c.head_dim) {
-      return field_error(path, "head_dim",
-                         "hidden_size / num_attention_heads = " + std::to_string(c.head_dim),
+      return field_error(path, "head_dim", "hidden_size / num_attention_heads = " + std::to_string(c.head_dim),
                          dump(*it));
     }
   }

@@ -20,8 +20,8 @@ struct LlamaConfig {
   std::int64_t hidden_size = 0;        // d_model
   std::int64_t intermediate_size = 0;  // SwiGLU width
   std::int64_t num_layers = 0;
-  std::int64_t heads_q = 0;            // num_attention_heads
-  std::int64_t heads_kv = 0;           // num_key_value_heads (grouped-query attention)
+  std::int64_t heads_q = 0;   // num_attention_heads
+  std::int64_t heads_kv = 0;  // num_key_value_heads (grouped-query attention)
   std::int64_t head_dim = 0;
   std::int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;

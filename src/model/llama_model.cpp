@@ -1,12 +1,12 @@
 // src/model/llama_model.cpp: the prefill (see llama_model.hpp).
 #include "model/llama_model.hpp"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
-
-#include <cblas.h>
 
 #include "hyperattn/attention.hpp"
 #include "hyperattn/tensor.hpp"
@@ -17,9 +17,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // Rows of the MLP processed at once: keeps the [rows, 2 * intermediate] buffer small while the
 // GEMMs stay large enough to run at full speed.
@@ -53,8 +51,8 @@ Status LlamaModel::load(const std::string& dir, LlamaModel* out) {
   return Status::Ok();
 }
 
-void rms_norm(const float* x, const float* weight, std::int64_t rows, std::int64_t width, double eps,
-              float* y, int threads) {
+void rms_norm(const float* x, const float* weight, std::int64_t rows, std::int64_t width, double eps, float* y,
+              int threads) {
   parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t r = begin; r < end; ++r) {
       const float* xr = x + r * width;  // [width]
@@ -68,8 +66,8 @@ void rms_norm(const float* x, const float* weight, std::int64_t rows, std::int64
   });
 }
 
-void rope_tables(std::int64_t n, std::int64_t head_dim, double theta, RopeAngles angles,
-                 std::vector<float>* cos_table, std::vector<float>* sin_table) {
+void rope_tables(std::int64_t n, std::int64_t head_dim, double theta, RopeAngles angles, std::vector<float>* cos_table,
+                 std::vector<float>* sin_table) {
   const std::int64_t half = head_dim / 2;
   cos_table->resize(static_cast<std::size_t>(n * half));  // [n, head_dim / 2]
   sin_table->resize(static_cast<std::size_t>(n * half));  // [n, head_dim / 2]
@@ -94,8 +92,8 @@ void rope_tables(std::int64_t n, std::int64_t head_dim, double theta, RopeAngles
   }
 }
 
-void apply_rope(float* x, std::int64_t rows, std::int64_t row_stride, std::int64_t heads,
-                std::int64_t head_dim, const float* cos_table, const float* sin_table, int threads) {
+void apply_rope(float* x, std::int64_t rows, std::int64_t row_stride, std::int64_t heads, std::int64_t head_dim,
+                const float* cos_table, const float* sin_table, int threads) {
   const std::int64_t half = head_dim / 2;
   parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t r = begin; r < end; ++r) {
@@ -117,9 +115,9 @@ void apply_rope(float* x, std::int64_t rows, std::int64_t row_stride, std::int64
 void LlamaModel::logits(const float* hidden, std::int64_t rows, float* out) const {
   const LlamaConfig& c = config_;
   // out [rows, vocab] = hidden [rows, hidden] . W^T, W [vocab, hidden]
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(c.vocab_size),
-              as_int(c.hidden_size), 1.0f, hidden, as_int(c.hidden_size), weights_.output_embedding(),
-              as_int(c.hidden_size), 0.0f, out, as_int(c.vocab_size));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(c.vocab_size), as_int(c.hidden_size), 1.0f,
+              hidden, as_int(c.hidden_size), weights_.output_embedding(), as_int(c.hidden_size), 0.0f, out,
+              as_int(c.vocab_size));
 }
 
 Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const PrefillOptions& options,
@@ -127,14 +125,12 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
   const LlamaConfig& c = config_;
   if (n < 1 || n > c.max_position_embeddings) {
     return Status::InvalidArgument("prefill: sequence length: expected 1.." +
-                                   std::to_string(c.max_position_embeddings) +
-                                   " (max_position_embeddings), found " + std::to_string(n));
+                                   std::to_string(c.max_position_embeddings) + " (max_position_embeddings), found " +
+                                   std::to_string(n));
   }
-  if (!options.layer_attention.empty() &&
-      static_cast<std::int64_t>(options.layer_attention.size()) != c.num_layers) {
+  if (!options.layer_attention.empty() && static_cast<std::int64_t>(options.layer_attention.size()) != c.num_layers) {
     return Status::InvalidArgument("prefill: layer_attention: expected " + std::to_string(c.num_layers) +
-                                   " entries (one per layer), found " +
-                                   std::to_string(options.layer_attention.size()));
+                                   " entries (one per layer), found " + std::to_string(options.layer_attention.size()));
   }
   for (std::int64_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
@@ -143,8 +139,8 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
     }
   }
   if (options.capture_layer >= c.num_layers) {
-    return Status::InvalidArgument("prefill: capture_layer: expected < " + std::to_string(c.num_layers) +
-                                   ", found " + std::to_string(options.capture_layer));
+    return Status::InvalidArgument("prefill: capture_layer: expected < " + std::to_string(c.num_layers) + ", found " +
+                                   std::to_string(options.capture_layer));
   }
   const int threads = std::max(1, options.threads);
   set_blas_threads(threads);
@@ -152,9 +148,9 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
 
   const std::int64_t hidden = c.hidden_size, inter = c.intermediate_size, d = c.head_dim;
   const std::int64_t qkv_width = c.q_width() + 2 * c.kv_width();
-  std::vector<float> x(static_cast<std::size_t>(n * hidden));      // [n, hidden] residual stream
-  std::vector<float> h(static_cast<std::size_t>(n * hidden));      // [n, hidden] normed input
-  std::vector<float> qkv(static_cast<std::size_t>(n * qkv_width)); // [n, q_width + 2 kv_width]
+  std::vector<float> x(static_cast<std::size_t>(n * hidden));          // [n, hidden] residual stream
+  std::vector<float> h(static_cast<std::size_t>(n * hidden));          // [n, hidden] normed input
+  std::vector<float> qkv(static_cast<std::size_t>(n * qkv_width));     // [n, q_width + 2 kv_width]
   std::vector<float> attn(static_cast<std::size_t>(n * c.q_width()));  // [n, heads_q * head_dim]
   const std::int64_t mlp_rows = std::min(n, kMlpRowChunk);
   std::vector<float> gate_up(static_cast<std::size_t>(mlp_rows * 2 * inter));  // [mlp_rows, 2 inter]
@@ -176,8 +172,8 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
   const std::int64_t batch_stride = n * qkv_width;
   TensorView q_view{qkv.data(), DType::f32, {1, c.heads_q, n, d}, {batch_stride, d, qkv_width, 1}};
   TensorView k_view{qkv.data() + c.q_width(), DType::f32, {1, c.heads_kv, n, d}, {batch_stride, d, qkv_width, 1}};
-  TensorView v_view{qkv.data() + c.q_width() + c.kv_width(), DType::f32, {1, c.heads_kv, n, d},
-                    {batch_stride, d, qkv_width, 1}};
+  TensorView v_view{
+      qkv.data() + c.q_width() + c.kv_width(), DType::f32, {1, c.heads_kv, n, d}, {batch_stride, d, qkv_width, 1}};
   TensorView out_view = TensorView::bshd(attn.data(), DType::f32, 1, n, c.heads_q, d);
   const AttentionArgs args{.q = q_view, .k = k_view, .v = v_view, .out = out_view, .lse = {}};
   AttentionConfig exact_config;
@@ -196,9 +192,8 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
 
     start = Clock::now();
     // qkv [n, qkv_width] = h [n, hidden] . W_qkv^T, W_qkv [qkv_width, hidden]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(n), as_int(qkv_width), as_int(hidden), 1.0f,
-                h.data(), as_int(hidden), w.qkv_proj.data(), as_int(hidden), 0.0f, qkv.data(),
-                as_int(qkv_width));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(n), as_int(qkv_width), as_int(hidden), 1.0f, h.data(),
+                as_int(hidden), w.qkv_proj.data(), as_int(hidden), 0.0f, qkv.data(), as_int(qkv_width));
     t.qkv_proj += seconds_since(start);
 
     start = Clock::now();
@@ -220,16 +215,15 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
                        options.layer_attention[static_cast<std::size_t>(l)] == LayerAttention::hyper;
     Status s = hyper ? hyper_attention(args, hyper_config) : exact_attention(args, exact_config);
     if (!s.ok()) {
-      return Status(s.code(), "layer " + std::to_string(l) + (hyper ? " hyper_attention: " : " exact_attention: ") +
-                                  s.message());
+      return Status(s.code(),
+                    "layer " + std::to_string(l) + (hyper ? " hyper_attention: " : " exact_attention: ") + s.message());
     }
     t.attention += seconds_since(start);
 
     start = Clock::now();
     // x [n, hidden] += attn [n, q_width] . W_o^T, W_o [hidden, q_width]
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(n), as_int(hidden), as_int(c.q_width()), 1.0f,
-                attn.data(), as_int(c.q_width()), w.o_proj.data(), as_int(c.q_width()), 1.0f, x.data(),
-                as_int(hidden));
+                attn.data(), as_int(c.q_width()), w.o_proj.data(), as_int(c.q_width()), 1.0f, x.data(), as_int(hidden));
     t.o_proj += seconds_since(start);
 
     start = Clock::now();
@@ -240,9 +234,9 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
     for (std::int64_t r0 = 0; r0 < n; r0 += mlp_rows) {
       const std::int64_t rows = std::min(mlp_rows, n - r0);
       // gate_up [rows, 2 inter] = h [rows, hidden] . W_gu^T, W_gu [2 inter, hidden]
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(2 * inter), as_int(hidden),
-                  1.0f, h.data() + r0 * hidden, as_int(hidden), w.gate_up_proj.data(), as_int(hidden), 0.0f,
-                  gate_up.data(), as_int(2 * inter));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(2 * inter), as_int(hidden), 1.0f,
+                  h.data() + r0 * hidden, as_int(hidden), w.gate_up_proj.data(), as_int(hidden), 0.0f, gate_up.data(),
+                  as_int(2 * inter));
       parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
         for (std::int64_t r = begin; r < end; ++r) {
           const float* g = gate_up.data() + r * 2 * inter;  // [inter]

@@ -2,9 +2,9 @@
 //
 // Per layer: x += o_proj(attention(rope(q), rope(k), v)) with RMSNorm before, then
 // x += down(silu(gate(h)) * up(h)) with RMSNorm before; RoPE in the Hugging Face "rotate half"
-// convention (angles pos * theta^(-2i/d) rounded as transformers does, see RopeAngles); grouped-query attention handed to
-// the library as strided views of the fused q/k/v projection (no copies, no n x n matrix). Each
-// layer runs exact_attention or hyper_attention (causal) as the caller chooses.
+// convention (angles pos * theta^(-2i/d) rounded as transformers does, see RopeAngles); grouped-query attention handed
+// to the library as strided views of the fused q/k/v projection (no copies, no n x n matrix). Each layer runs
+// exact_attention or hyper_attention (causal) as the caller chooses.
 //
 // Memory is bounded: the prefill keeps O(n * (hidden + qkv width)) activations, the MLP runs in
 // row chunks, and the output head (final norm already applied) is evaluated in row chunks by
@@ -93,17 +93,17 @@ class LlamaModel {
 
 // Hugging Face RMSNorm: y = x / sqrt(mean(x^2) + eps) * weight, per row, fp32.
 // x, y [rows, width] (may alias).
-void rms_norm(const float* x, const float* weight, std::int64_t rows, std::int64_t width, double eps,
-              float* y, int threads);
+void rms_norm(const float* x, const float* weight, std::int64_t rows, std::int64_t width, double eps, float* y,
+              int threads);
 
 // The rotary tables for positions [0, n): cos, sin [n, head_dim / 2], angle = pos * theta^(-2i/d).
-void rope_tables(std::int64_t n, std::int64_t head_dim, double theta, RopeAngles angles,
-                 std::vector<float>* cos_table, std::vector<float>* sin_table);
+void rope_tables(std::int64_t n, std::int64_t head_dim, double theta, RopeAngles angles, std::vector<float>* cos_table,
+                 std::vector<float>* sin_table);
 
 // Rotate-half RoPE applied in place to `heads` heads of each row of x: row r, head h is
 // x[r * row_stride + h * head_dim + (0..head_dim)]. For i < d/2: (x_i, x_{i+d/2}) becomes
 // (x_i cos - x_{i+d/2} sin, x_{i+d/2} cos + x_i sin) with the angle of position r.
-void apply_rope(float* x, std::int64_t rows, std::int64_t row_stride, std::int64_t heads,
-                std::int64_t head_dim, const float* cos_table, const float* sin_table, int threads);
+void apply_rope(float* x, std::int64_t rows, std::int64_t row_stride, std::int64_t heads, std::int64_t head_dim,
+                const float* cos_table, const float* sin_table, int threads);
 
 }  // namespace hyperattn::model

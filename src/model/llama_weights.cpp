@@ -6,10 +6,9 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "io/array_io.hpp"
 
@@ -68,8 +67,7 @@ Status open_checkpoint(const std::string& dir, Checkpoint* ckpt) {
     }
     for (const auto& [name, file] : root["weight_map"].items()) {
       if (!file.is_string()) {
-        return Status::IoError(index + ": weight_map[\"" + name + "\"]: expected a file name, found " +
-                               file.dump());
+        return Status::IoError(index + ": weight_map[\"" + name + "\"]: expected a file name, found " + file.dump());
       }
       const std::string shard = file.get<std::string>();
       // Shards live next to the index: refuse paths that leave the folder.
@@ -104,17 +102,15 @@ Status open_checkpoint(const std::string& dir, Checkpoint* ckpt) {
 
 // Loads tensor `name` with shape `expected` as fp32 into `dst` (which must hold its numel).
 Status load_tensor(const Checkpoint& ckpt, const std::string& dir, const std::string& name,
-                   const std::vector<std::int64_t>& expected, float* dst,
-                   std::set<std::string>* used) {
+                   const std::vector<std::int64_t>& expected, float* dst, std::set<std::string>* used) {
   auto where = ckpt.tensor_file.find(name);
   if (where == ckpt.tensor_file.end()) {
-    return Status::IoError(dir + ": tensor \"" + name + "\" missing (expected shape " +
-                           shape_string(expected) + ")");
+    return Status::IoError(dir + ": tensor \"" + name + "\" missing (expected shape " + shape_string(expected) + ")");
   }
   const io::SafetensorsTensor* t = ckpt.shards.at(where->second)->find(name);
   if (t->shape != expected) {
-    return Status::IoError(where->second + ": tensor \"" + name + "\": expected shape " +
-                           shape_string(expected) + ", found " + shape_string(t->shape));
+    return Status::IoError(where->second + ": tensor \"" + name + "\": expected shape " + shape_string(expected) +
+                           ", found " + shape_string(t->shape));
   }
   const std::int64_t n = t->numel();
   switch (t->type) {
@@ -171,16 +167,16 @@ Status load_llama_weights(const std::string& dir, const LlamaConfig& c, LlamaWei
     HYPERATTN_RETURN_IF_ERROR(load(p + "input_layernorm.weight", {h}, &lw.input_norm, 0));
     lw.qkv_proj.resize(static_cast<std::size_t>((qw + 2 * kvw) * h));
     HYPERATTN_RETURN_IF_ERROR(load(p + "self_attn.q_proj.weight", {qw, h}, &lw.qkv_proj, 0));
-    HYPERATTN_RETURN_IF_ERROR(load(p + "self_attn.k_proj.weight", {kvw, h}, &lw.qkv_proj,
-                                   static_cast<std::size_t>(qw * h)));
-    HYPERATTN_RETURN_IF_ERROR(load(p + "self_attn.v_proj.weight", {kvw, h}, &lw.qkv_proj,
-                                   static_cast<std::size_t>((qw + kvw) * h)));
+    HYPERATTN_RETURN_IF_ERROR(
+        load(p + "self_attn.k_proj.weight", {kvw, h}, &lw.qkv_proj, static_cast<std::size_t>(qw * h)));
+    HYPERATTN_RETURN_IF_ERROR(
+        load(p + "self_attn.v_proj.weight", {kvw, h}, &lw.qkv_proj, static_cast<std::size_t>((qw + kvw) * h)));
     HYPERATTN_RETURN_IF_ERROR(load(p + "self_attn.o_proj.weight", {h, qw}, &lw.o_proj, 0));
     HYPERATTN_RETURN_IF_ERROR(load(p + "post_attention_layernorm.weight", {h}, &lw.post_norm, 0));
     lw.gate_up_proj.resize(static_cast<std::size_t>(2 * inter * h));
     HYPERATTN_RETURN_IF_ERROR(load(p + "mlp.gate_proj.weight", {inter, h}, &lw.gate_up_proj, 0));
-    HYPERATTN_RETURN_IF_ERROR(load(p + "mlp.up_proj.weight", {inter, h}, &lw.gate_up_proj,
-                                   static_cast<std::size_t>(inter * h)));
+    HYPERATTN_RETURN_IF_ERROR(
+        load(p + "mlp.up_proj.weight", {inter, h}, &lw.gate_up_proj, static_cast<std::size_t>(inter * h)));
     HYPERATTN_RETURN_IF_ERROR(load(p + "mlp.down_proj.weight", {h, inter}, &lw.down_proj, 0));
   }
   HYPERATTN_RETURN_IF_ERROR(load("model.norm.weight", {h}, &w.final_norm, 0));

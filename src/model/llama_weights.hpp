@@ -17,10 +17,10 @@
 namespace hyperattn::model {
 
 struct LlamaLayerWeights {
-  std::vector<float> input_norm;  // [hidden]
-  std::vector<float> qkv_proj;    // [q_width + 2 * kv_width, hidden]: q_proj, k_proj, v_proj rows
-  std::vector<float> o_proj;      // [hidden, q_width]
-  std::vector<float> post_norm;   // [hidden]
+  std::vector<float> input_norm;    // [hidden]
+  std::vector<float> qkv_proj;      // [q_width + 2 * kv_width, hidden]: q_proj, k_proj, v_proj rows
+  std::vector<float> o_proj;        // [hidden, q_width]
+  std::vector<float> post_norm;     // [hidden]
   std::vector<float> gate_up_proj;  // [2 * intermediate, hidden]: gate_proj rows, then up_proj rows
   std::vector<float> down_proj;     // [hidden, intermediate]
 };
@@ -28,12 +28,10 @@ struct LlamaLayerWeights {
 struct LlamaWeights {
   std::vector<float> embed_tokens;  // [vocab, hidden]
   std::vector<LlamaLayerWeights> layers;
-  std::vector<float> final_norm;    // [hidden]
-  std::vector<float> lm_head;       // [vocab, hidden]; empty when tied to embed_tokens
+  std::vector<float> final_norm;  // [hidden]
+  std::vector<float> lm_head;     // [vocab, hidden]; empty when tied to embed_tokens
 
-  const float* output_embedding() const {
-    return lm_head.empty() ? embed_tokens.data() : lm_head.data();
-  }
+  const float* output_embedding() const { return lm_head.empty() ? embed_tokens.data() : lm_head.data(); }
 };
 
 // Loads `dir`'s checkpoint for the architecture `config`.

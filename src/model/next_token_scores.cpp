@@ -12,9 +12,7 @@ namespace hyperattn::model {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // Rows of logits formed at once: [256, vocab] is 4 MiB at vocab 4096.
 constexpr std::int64_t kRowChunk = 256;
@@ -28,7 +26,7 @@ void log_softmax_rows(float* x, std::int64_t rows, std::int64_t width, int threa
       float max = -std::numeric_limits<float>::infinity();
       for (std::int64_t i = 0; i < width; ++i) max = std::max(max, row[i]);
       double sum = 0.0;
-      for (std::int64_t i = 0; i < width; ++i) sum += std::exp(static_cast<double>(row[i] - max));
+      for (std::int64_t i = 0; i < width; ++i) sum += static_cast<double>(std::exp(row[i] - max));  // expf: 1 ulp
       const float lse = max + static_cast<float>(std::log(sum));
       for (std::int64_t i = 0; i < width; ++i) row[i] -= lse;
     }
@@ -64,8 +62,8 @@ Status score_next_tokens(const LlamaModel& model, const float* hidden, const flo
     s.kl.resize(static_cast<std::size_t>(scored));
   }
   ScoreTimings t;
-  std::vector<float> lp(static_cast<std::size_t>(std::min(scored, kRowChunk) * vocab));      // [chunk, vocab]
-  std::vector<float> lp_ref(reference_hidden ? lp.size() : 0);                               // [chunk, vocab]
+  std::vector<float> lp(static_cast<std::size_t>(std::min(scored, kRowChunk) * vocab));  // [chunk, vocab]
+  std::vector<float> lp_ref(reference_hidden ? lp.size() : 0);                           // [chunk, vocab]
   for (std::int64_t r0 = 0; r0 < scored; r0 += kRowChunk) {
     const std::int64_t rows = std::min(kRowChunk, scored - r0);
     auto start = Clock::now();
@@ -73,7 +71,8 @@ Status score_next_tokens(const LlamaModel& model, const float* hidden, const flo
     log_softmax_rows(lp.data(), rows, vocab, threads);
     t.head += seconds_since(start);
     for (std::int64_t r = 0; r < rows; ++r) {
-      s.nll[static_cast<std::size_t>(r0 + r)] = -static_cast<double>(lp[static_cast<std::size_t>(r * vocab + tokens[r0 + r + 1])]);
+      s.nll[static_cast<std::size_t>(r0 + r)] =
+          -static_cast<double>(lp[static_cast<std::size_t>(r * vocab + tokens[r0 + r + 1])]);
     }
     if (!reference_hidden) continue;
     start = Clock::now();
@@ -87,7 +86,7 @@ Status score_next_tokens(const LlamaModel& model, const float* hidden, const flo
         const float* b = lp.data() + r * vocab;      // [vocab] scored log-probs
         double kl = 0.0;
         for (std::int64_t i = 0; i < vocab; ++i) {
-          kl += std::exp(static_cast<double>(a[i])) * static_cast<double>(a[i] - b[i]);
+          kl += static_cast<double>(std::exp(a[i])) * static_cast<double>(a[i] - b[i]);
         }
         s.kl[static_cast<std::size_t>(r0 + r)] = kl;
         s.reference_nll[static_cast<std::size_t>(r0 + r)] = -static_cast<double>(a[tokens[r0 + r + 1]]);

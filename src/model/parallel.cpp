@@ -1,11 +1,11 @@
 // src/model/parallel.cpp: see parallel.hpp.
 #include "model/parallel.hpp"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <thread>
 #include <vector>
-
-#include <cblas.h>
 
 namespace hyperattn::model {
 
@@ -17,8 +17,7 @@ int resolve_threads(int requested) {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
-void parallel_rows(int threads, std::int64_t n,
-                   const std::function<void(std::int64_t, std::int64_t)>& fn) {
+void parallel_rows(int threads, std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) {
   if (n <= 0) return;
   const std::int64_t parts = std::min<std::int64_t>(std::max(1, threads), n);
   if (parts <= 1 || n < 16) {

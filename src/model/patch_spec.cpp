@@ -11,8 +11,8 @@ Status parse_index(const std::string& spec, const std::string& digits, std::int6
   const char* end = digits.data() + digits.size();
   auto [ptr, ec] = std::from_chars(digits.data(), end, value);
   if (digits.empty() || ec != std::errc() || ptr != end || value < 0) {
-    return Status::InvalidArgument("--patch \"" + spec + "\": expected a non-negative integer, found \"" +
-                                   digits + "\"");
+    return Status::InvalidArgument("--patch \"" + spec + "\": expected a non-negative integer, found \"" + digits +
+                                   "\"");
   }
   *out = value;
   return Status::Ok();
@@ -53,8 +53,8 @@ Status parse_patch_spec(const std::string& spec, std::int64_t num_layers, PatchS
     std::int64_t k = 0;
     HYPERATTN_RETURN_IF_ERROR(parse_index(spec, spec.substr(last ? 5 : 6), &k));
     if (k < 1 || k > num_layers) {
-      return Status::InvalidArgument("--patch \"" + spec + "\": K: expected 1.." + layers_str +
-                                     " (the model has " + layers_str + " layers), found " + std::to_string(k));
+      return Status::InvalidArgument("--patch \"" + spec + "\": K: expected 1.." + layers_str + " (the model has " +
+                                     layers_str + " layers), found " + std::to_string(k));
     }
     for (std::int64_t i = 0; i < k; ++i) {
       p.layer_attention[static_cast<std::size_t>(last ? num_layers - 1 - i : i)] = LayerAttention::hyper;
@@ -73,8 +73,7 @@ Status parse_patch_spec(const std::string& spec, std::int64_t num_layers, PatchS
                                        " layers), found " + std::to_string(layer));
       }
       if (p.layer_attention[static_cast<std::size_t>(layer)] == LayerAttention::hyper) {
-        return Status::InvalidArgument("--patch \"" + spec + "\": layer " + std::to_string(layer) +
-                                       " listed twice");
+        return Status::InvalidArgument("--patch \"" + spec + "\": layer " + std::to_string(layer) + " listed twice");
       }
       p.layer_attention[static_cast<std::size_t>(layer)] = LayerAttention::hyper;
       if (plus == std::string::npos) break;

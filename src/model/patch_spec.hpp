@@ -15,10 +15,10 @@
 namespace hyperattn::model {
 
 struct PatchSpec {
-  std::string text;                            // as given
-  std::vector<LayerAttention> layer_attention; // [layers]
+  std::string text;                             // as given
+  std::vector<LayerAttention> layer_attention;  // [layers]
   std::int64_t patched_layers() const;
-  std::string layer_list() const;              // e.g. "4,5"
+  std::string layer_list() const;  // e.g. "4,5"
 };
 
 Status parse_patch_spec(const std::string& spec, std::int64_t num_layers, PatchSpec* out);

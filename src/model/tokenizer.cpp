@@ -1,10 +1,10 @@
 // src/model/tokenizer.cpp: see tokenizer.hpp.
 #include "model/tokenizer.hpp"
 
+#include <sentencepiece_processor.h>
+
 #include <fstream>
 #include <sstream>
-
-#include <sentencepiece_processor.h>
 
 namespace hyperattn::model {
 

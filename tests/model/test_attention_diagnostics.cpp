@@ -78,8 +78,7 @@ TEST_P(MassStatisticsTest, MatchesDense) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Masks, MassStatisticsTest,
-                         ::testing::Combine(::testing::Bool(), ::testing::Values(1, 2)));
+INSTANTIATE_TEST_SUITE_P(Masks, MassStatisticsTest, ::testing::Combine(::testing::Bool(), ::testing::Values(1, 2)));
 
 TEST(AttentionDiagnostics, UniformAttentionHasAlphaOne) {
   // Zero queries: every row is uniform, each column of D^-1 A holds n entries 1/n, alpha = 1.

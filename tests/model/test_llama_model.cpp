@@ -137,11 +137,12 @@ TEST(TinyLlamaPrefill, CaptureReturnsTheRotatedProjection) {
   // Position 0 has angle 0: its q equals the plain projection of the normed embedding.
   const auto& w = model.weights();
   std::vector<float> h(static_cast<std::size_t>(shape.hidden));
-  rms_norm(w.embed_tokens.data() + tokens[0] * shape.hidden, w.layers[0].input_norm.data(), 1, shape.hidden,
-           shape.eps, h.data(), 1);
+  rms_norm(w.embed_tokens.data() + tokens[0] * shape.hidden, w.layers[0].input_norm.data(), 1, shape.hidden, shape.eps,
+           h.data(), 1);
   for (std::int64_t o = 0; o < width; ++o) {
     double acc = 0.0;
-    for (std::int64_t i = 0; i < shape.hidden; ++i) acc += static_cast<double>(h[i]) * w.layers[0].qkv_proj[o * shape.hidden + i];
+    for (std::int64_t i = 0; i < shape.hidden; ++i)
+      acc += static_cast<double>(h[i]) * w.layers[0].qkv_proj[o * shape.hidden + i];
     EXPECT_NEAR(qkv[o], acc, 1e-4) << o;
   }
 }

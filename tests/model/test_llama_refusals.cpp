@@ -27,7 +27,8 @@ Status load_mutated(const std::function<void(nlohmann::json&, TensorMap&)>& muta
 
 void expect_refused(const Status& s, const std::vector<std::string>& fragments) {
   ASSERT_FALSE(s.ok());
-  for (const auto& f : fragments) EXPECT_NE(s.message().find(f), std::string::npos) << "\"" << f << "\" not in: " << s.message();
+  for (const auto& f : fragments)
+    EXPECT_NE(s.message().find(f), std::string::npos) << "\"" << f << "\" not in: " << s.message();
 }
 
 TEST(LlamaRefusals, UnmodifiedTinyCheckpointLoads) {
@@ -71,11 +72,11 @@ TEST(LlamaRefusals, MissingTensor) {
 }
 
 TEST(LlamaRefusals, MisshapenTensor) {
-  expect_refused(load_mutated([](nlohmann::json&, TensorMap& w) {
-                   w["model.layers.0.self_attn.k_proj.weight"] = {{64, 64}, std::vector<float>(64 * 64, 0.0f)};
-                 }),
-                 {"model.safetensors", "model.layers.0.self_attn.k_proj.weight", "expected shape [32, 64]",
-                  "found [64, 64]"});
+  expect_refused(
+      load_mutated([](nlohmann::json&, TensorMap& w) {
+        w["model.layers.0.self_attn.k_proj.weight"] = {{64, 64}, std::vector<float>(64 * 64, 0.0f)};
+      }),
+      {"model.safetensors", "model.layers.0.self_attn.k_proj.weight", "expected shape [32, 64]", "found [64, 64]"});
 }
 
 TEST(LlamaRefusals, UntiedWithoutLmHead) {

@@ -3,16 +3,15 @@
 #pragma once
 
 #include <cmath>
-#include <cstring>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "io/array_io.hpp"
 
@@ -114,9 +113,7 @@ struct TempDir {
   std::string str() const { return path.string(); }
 };
 
-inline void write_json(const std::string& path, const nlohmann::json& j) {
-  std::ofstream(path) << j.dump(2);
-}
+inline void write_json(const std::string& path, const nlohmann::json& j) { std::ofstream(path) << j.dump(2); }
 
 // The naive double-precision forward pass: per-position NLL of tokens[1..n) (rope angles in double).
 inline std::vector<double> naive_llama_nll(const TinyShape& s, const TensorMap& w, bool tied,
