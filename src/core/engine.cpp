@@ -324,6 +324,31 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   return fixed + m;
 }
 
+// Runs the kernel on tile `t` whose row r is output row rows[r] (or row0 + r without an index):
+// the first phase writes (O, LSE) straight into the accumulators (the unsort fused into the
+// kernel's indexed store); later phases compute into scratch and merge through the LSE.
+void attend_and_store(Context& ctx, cpu::DenseAttentionTile& t, bool merge, ThreadScratch& s, float* acc, float* lse,
+                      const std::int32_t* rows, std::int64_t row0) {
+  const std::int64_t acc_row = ctx.acc_stride[2];
+  if (!merge) {
+    t.out = acc + row0 * acc_row;
+    t.out_row_stride = acc_row;
+    t.out_index = rows;
+    t.lse = lse + row0;
+    ctx.kernel.dense(t);
+    return;
+  }
+  t.out = s.out.data();
+  t.out_row_stride = ctx.d;
+  t.out_index = nullptr;
+  t.lse = s.lse.data();
+  ctx.kernel.dense(t);
+  for (std::int64_t r = 0; r < t.rows; ++r) {
+    const std::int64_t row = rows != nullptr ? rows[r] : row0 + r;
+    merge_row(acc + row * acc_row, lse + row, s.out.data() + r * ctx.d, s.lse[static_cast<std::size_t>(r)], ctx.d);
+  }
+}
+
 void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, ThreadScratch& s) {
   const Part& p = phase.parts[static_cast<std::size_t>(it.part)];
   const std::int64_t b = it.batch, hq = it.head, hkv = hq / ctx.group;
@@ -341,7 +366,6 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, Thre
   t.scratch = s.kernel.get();
   float* acc = ctx.acc_head(b, hq);
   float* lse = ctx.lse_head(b, hq);
-  const std::int64_t acc_row = ctx.acc_stride[2];
 
   if (!p.approximate) {
     const std::int64_t r0 = p.q0 + it.unit * kExactRowChunk;
@@ -352,19 +376,7 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, Thre
     t.rows = r1 - r0;
     t.keys = p.k1 - p.k0;
     t.causal_diagonal = p.causal_diagonal == cpu::kNoCausalMask ? cpu::kNoCausalMask : p.causal_diagonal + (r0 - p.q0);
-    if (!merge) {
-      t.out = acc + r0 * acc_row;
-      t.out_row_stride = acc_row;
-      t.lse = lse + r0;
-      ctx.kernel.dense(t);
-    } else {
-      t.out = s.out.data();
-      t.out_row_stride = ctx.d;
-      t.lse = s.lse.data();
-      ctx.kernel.dense(t);
-      for (std::int64_t r = 0; r < t.rows; ++r)
-        merge_row(acc + (r0 + r) * acc_row, lse + r0 + r, s.out.data() + r * ctx.d, s.lse[static_cast<std::size_t>(r)], ctx.d);
-    }
+    attend_and_store(ctx, t, merge, s, acc, lse, nullptr, r0);
     return;
   }
   const std::int64_t nq = p.q1 - p.q0;
@@ -377,22 +389,7 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, Thre
   t.q_index = qperm + lo;
   t.rows = hi - lo;
   if (t.rows == 0) return;
-  if (!merge) {
-    t.out = acc;
-    t.out_row_stride = acc_row;
-    t.out_index = t.q_index;
-    t.lse = lse;
-    ctx.kernel.dense(t);
-  } else {
-    t.out = s.out.data();
-    t.out_row_stride = ctx.d;
-    t.lse = s.lse.data();
-    ctx.kernel.dense(t);
-    for (std::int64_t r = 0; r < t.rows; ++r) {
-      const std::int64_t row = t.q_index[r];
-      merge_row(acc + row * acc_row, lse + row, s.out.data() + r * ctx.d, s.lse[static_cast<std::size_t>(r)], ctx.d);
-    }
-  }
+  attend_and_store(ctx, t, merge, s, acc, lse, t.q_index, 0);
 }
 
 void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadScratch>& scratch) {
