@@ -550,6 +550,8 @@ Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
     sort_phase(ctx, phase);
     const Part& p = phase.parts[0];
     const std::int64_t blocks = block_count(p, config);
+    // Sinks covering every key leave no block: each query then has block -1 (the sinks only).
+    std::fill(query_block, query_block + ctx.batch * ctx.heads_q * ctx.n_q, -1);
     for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_q; ++bh)
       for (std::int64_t beta = 0; beta < blocks; ++beta)
         for (std::int64_t i = beta * ctx.n_q / blocks; i < (beta + 1) * ctx.n_q / blocks; ++i)
