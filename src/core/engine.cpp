@@ -122,6 +122,10 @@ void hash_all(Context& ctx) {
   const std::int64_t q_chunks = (ctx.n_q + kRows - 1) / kRows, k_chunks = (ctx.n_k + kRows - 1) / kRows;
   const std::int64_t q_items = ctx.batch * ctx.heads_q * q_chunks;
   const std::int64_t items = q_items + ctx.batch * ctx.heads_kv * k_chunks;
+  // Projections widened to double and padded once per key-value head (lsh::sign_bits_rows).
+  std::vector<std::vector<double>> padded(static_cast<std::size_t>(ctx.batch * ctx.heads_kv));
+  for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh)
+    padded[static_cast<std::size_t>(bh)] = lsh::pad_projections(ctx.proj.data() + bh * ctx.d * r, ctx.d, r);
   cpu::parallel_for(items, ctx.threads, [&](std::int64_t item, int) {
     const bool is_q = item < q_items;
     const std::int64_t local = is_q ? item : item - q_items;
@@ -133,15 +137,11 @@ void hash_all(Context& ctx) {
     const TensorView& t = is_q ? ctx.args.q : ctx.args.k;
     const std::int64_t n = is_q ? ctx.n_q : ctx.n_k;
     std::uint32_t* out = (is_q ? ctx.q_bucket.data() : ctx.k_bucket.data()) + bh * n;
-    const float* proj = ctx.proj.data() + (b * ctx.heads_kv + hkv) * ctx.d * r;
-    const std::byte* base = ctx.head_ptr(t, b, h);
-    for (std::int64_t i = chunk * kRows; i < std::min(n, (chunk + 1) * kRows); ++i) {
-      const std::byte* row = base + i * t.stride[2] * static_cast<std::int64_t>(ctx.esize);
-      const std::uint32_t bits = t.dtype == DType::f32
-          ? lsh::sign_bits_f32(reinterpret_cast<const float*>(row), proj, ctx.d, r)
-          : lsh::sign_bits_bf16(reinterpret_cast<const std::uint16_t*>(row), proj, ctx.d, r);
-      out[i] = lsh::bucket_of(bits, ctx.config.bucket_order);
-    }
+    const std::int64_t i0 = chunk * kRows, i1 = std::min(n, (chunk + 1) * kRows);
+    const std::byte* rows = ctx.head_ptr(t, b, h) + i0 * t.stride[2] * static_cast<std::int64_t>(ctx.esize);
+    lsh::sign_bits_rows(rows, t.dtype == DType::bf16, t.stride[2], i1 - i0,
+                        padded[static_cast<std::size_t>(b * ctx.heads_kv + hkv)].data(), ctx.d, r, out + i0);
+    for (std::int64_t i = i0; i < i1; ++i) out[i] = lsh::bucket_of(out[i], ctx.config.bucket_order);
   });
   if (ctx.config.sampling == Sampling::value_norm) {
     ctx.v_norm2.resize(ctx.k_bucket.size());

@@ -42,6 +42,61 @@ std::uint32_t sign_bits_bf16(const std::uint16_t* x, const float* proj, int head
                    lsh_bits);
 }
 
+std::vector<double> pad_projections(const float* proj, int head_dim, int lsh_bits) {
+  const int lanes = lsh_bits <= 8 ? 8 : 16;
+  std::vector<double> padded(static_cast<std::size_t>(head_dim) * lanes, 0.0);
+  for (int c = 0; c < head_dim; ++c)
+    for (int t = 0; t < lsh_bits; ++t) padded[static_cast<std::size_t>(c) * lanes + t] = proj[c * lsh_bits + t];
+  return padded;
+}
+
+namespace {
+// kRows rows side by side (independent sums hide the add latency), kLanes bits per row.
+template <int kLanes, int kRows, typename Elem>
+__attribute__((always_inline)) inline void sign_bits_block(const Elem* x, std::int64_t row_stride, const double* g,
+                                                           int head_dim, int lsh_bits, std::uint32_t* bits) {
+  double dot[kRows][kLanes] = {};
+  for (int c = 0; c < head_dim; ++c) {
+    const double* gc = g + static_cast<std::ptrdiff_t>(c) * kLanes;
+    for (int r = 0; r < kRows; ++r) {
+      double xv;
+      if constexpr (sizeof(Elem) == 4) xv = static_cast<double>(x[r * row_stride + c]);
+      else xv = static_cast<double>(bf16_bits_to_f32(x[r * row_stride + c]));
+      for (int t = 0; t < kLanes; ++t) dot[r][t] += xv * gc[t];
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    std::uint32_t b = 0;
+    for (int t = 0; t < lsh_bits; ++t) b |= static_cast<std::uint32_t>(dot[r][t] > 0.0) << t;
+    bits[r] = b;
+  }
+}
+
+template <int kLanes, typename Elem>
+__attribute__((always_inline)) inline void sign_bits_all(const Elem* x, std::int64_t row_stride, std::int64_t rows,
+                                                         const double* g, int head_dim, int lsh_bits, std::uint32_t* bits) {
+  std::int64_t i = 0;
+  for (; i + 4 <= rows; i += 4) sign_bits_block<kLanes, 4>(x + i * row_stride, row_stride, g, head_dim, lsh_bits, bits + i);
+  for (; i < rows; ++i) sign_bits_block<kLanes, 1>(x + i * row_stride, row_stride, g, head_dim, lsh_bits, bits + i);
+}
+}  // namespace
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void sign_bits_rows(const void* x, bool bf16, std::int64_t row_stride, std::int64_t rows, const double* padded_proj,
+                    int head_dim, int lsh_bits, std::uint32_t* bits) {
+  if (bf16) {
+    const auto* xb = static_cast<const std::uint16_t*>(x);
+    if (lsh_bits <= 8) sign_bits_all<8>(xb, row_stride, rows, padded_proj, head_dim, lsh_bits, bits);
+    else sign_bits_all<16>(xb, row_stride, rows, padded_proj, head_dim, lsh_bits, bits);
+  } else {
+    const auto* xf = static_cast<const float*>(x);
+    if (lsh_bits <= 8) sign_bits_all<8>(xf, row_stride, rows, padded_proj, head_dim, lsh_bits, bits);
+    else sign_bits_all<16>(xf, row_stride, rows, padded_proj, head_dim, lsh_bits, bits);
+  }
+}
+
 void counting_sort(const std::uint32_t* bucket, std::int64_t n, int lsh_bits, std::int32_t base,
                    std::int32_t* perm, std::int64_t* counts) {
   const std::int64_t buckets = std::int64_t{1} << lsh_bits;

@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 
+#include "core/bfloat16.hpp"
 #include "core/lsh.hpp"
 #include "core/random.hpp"
 
@@ -61,6 +62,33 @@ TEST(Lsh, SignBitsAreTheSignsOfTheProjections) {
   proj[2 * r + 2] = 1.0f;   // bit 2 = [x2 > 0]
   x[0] = 1.0f, x[1] = -2.0f, x[2] = -3.0f;
   EXPECT_EQ(lsh::sign_bits_f32(x.data(), proj.data(), d, r), 0b011u);
+}
+
+TEST(Lsh, BatchedSignBitsEqualThePerRowDefinition) {
+  // Rows near the hyperplanes too: scaled copies of projection columns plus tiny noise.
+  std::mt19937 gen(3);
+  std::normal_distribution<float> nd;
+  for (int r : {1, 7, 8, 9, 16}) {
+    for (int d : {16, 64, 128}) {
+      std::vector<float> proj(static_cast<std::size_t>(d * r));
+      for (float& p : proj) p = nd(gen);
+      const std::int64_t rows = 37, stride = d + 3;
+      std::vector<float> x(static_cast<std::size_t>(rows * stride));
+      std::vector<std::uint16_t> xb(x.size());
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        x[i] = nd(gen) * (i % 5 == 0 ? 1e-6f : 1.0f);
+        xb[i] = f32_to_bf16_bits(x[i]);
+      }
+      const std::vector<double> padded = lsh::pad_projections(proj.data(), d, r);
+      std::vector<std::uint32_t> got(static_cast<std::size_t>(rows)), got_b(got.size());
+      lsh::sign_bits_rows(x.data(), false, stride, rows, padded.data(), d, r, got.data());
+      lsh::sign_bits_rows(xb.data(), true, stride, rows, padded.data(), d, r, got_b.data());
+      for (std::int64_t i = 0; i < rows; ++i) {
+        EXPECT_EQ(got[static_cast<std::size_t>(i)], lsh::sign_bits_f32(x.data() + i * stride, proj.data(), d, r)) << r << " " << d << " " << i;
+        EXPECT_EQ(got_b[static_cast<std::size_t>(i)], lsh::sign_bits_bf16(xb.data() + i * stride, proj.data(), d, r)) << r << " " << d << " " << i;
+      }
+    }
+  }
 }
 
 TEST(Lsh, CountingSortIsStableByBucket) {
