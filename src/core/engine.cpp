@@ -300,8 +300,9 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   const double* norm2 = ctx.v_norm2.data() + (b * ctx.heads_kv + hkv) * ctx.n_k;
   const double before = start > 0 ? cum[start - 1] : 0.0;
   const double inside = cum[start + blk - 1] - before;
-  const double total = cum[nk - 1];
-  const double w_out = std::max(0.0, total - inside);
+  // The mass outside the block as the sum of its two sides, not total - inside (which cancels
+  // catastrophically when the block holds almost all of the mass).
+  const double w_out = before + (cum[nk - 1] - cum[start + blk - 1]);
   for (std::int64_t i = 0; i < m; ++i) {
     const std::uint64_t bits = random_bits(i);
     std::int64_t pos;
@@ -317,7 +318,9 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
       pos = std::clamp(pos, lo, hi - 1);
     }
     const std::int32_t key = kperm[pos];
-    const double prob = 0.5 * (w_out > 0.0 ? norm2[key] / w_out : 0.0) + 0.5 / static_cast<double>(outside);
+    // With no mass outside the block every draw was uniform: p = 1/outside.
+    const double prob = w_out > 0.0 ? 0.5 * norm2[key] / w_out + 0.5 / static_cast<double>(outside)
+                                    : 1.0 / static_cast<double>(outside);
     keys[i] = key;
     biases[i] = static_cast<float>(-std::log(static_cast<double>(m) * prob));
   }
@@ -467,7 +470,7 @@ bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& con
 }
 
 std::int64_t sinks_of(std::int64_t k0, std::int64_t k1, const AttentionConfig& config) {
-  return k0 == 0 ? std::min(config.sink_keys, k1 - k0) : 0;
+  return std::clamp<std::int64_t>(config.sink_keys - k0, 0, k1 - k0);  // keys [k0, sink_keys) of this range
 }
 
 std::vector<float> projections(const AttentionArgs& args, const AttentionConfig& config,

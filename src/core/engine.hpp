@@ -60,7 +60,8 @@ Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
 // `sinks` keys of the n_k are always attended (they count towards what is attended).
 bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config, std::int64_t sinks = 0);
 
-// The sinks of a sub-problem whose keys start at k0: the first config.sink_keys keys of the sequence.
+// The sinks of a sub-problem with keys [k0, k1): those of its keys among the first
+// config.sink_keys keys of the sequence (they are a prefix of its range).
 std::int64_t sinks_of(std::int64_t k0, std::int64_t k1, const AttentionConfig& config);
 
 // The projections [batch, heads_kv, head_dim, lsh_bits] drawn from the seed (or copied from the

@@ -1,6 +1,7 @@
 // src/core/validate.cpp: the door. Every public entry point calls validate() first; nothing past it
 // checks user input again (kernels assume it).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -84,6 +85,33 @@ Status validate(const AttentionArgs& a, const AttentionConfig& c) {
         return Status::InvalidArgument(fmt::format("lse: stride[{}] is {}; expected a non-negative stride", i, a.lse.stride[i]));
     if (a.lse.stride[2] == 0 && a.q.seq() > 1)
       return Status::InvalidArgument("lse: the seq stride is 0; expected a positive stride (rows would overwrite each other)");
+  }
+  // Output rows must not overlap: threads write them in parallel. Ordered by stride, each
+  // dimension of size > 1 must step past the whole extent of the dimensions inside it.
+  {
+    std::array<int, 3> order{0, 1, 2};
+    std::sort(order.begin(), order.end(), [&](int x, int y) { return a.out.stride[x] < a.out.stride[y]; });
+    std::int64_t inner = a.out.shape[3];  // head_dim elements, stride 1
+    for (int i : order) {
+      if (a.out.shape[i] == 1) continue;
+      if (a.out.stride[i] < inner)
+        return Status::InvalidArgument(fmt::format("out: stride[{}] ({}) is {}, which makes rows overlap; expected at least {}", i, kDims[i], a.out.stride[i], inner));
+      inner = a.out.stride[i] * a.out.shape[i];
+    }
+  }
+  if (a.lse.data != nullptr) {
+    std::array<int, 3> order{0, 1, 2};
+    const std::array<std::int64_t, 3> shape{a.q.shape[0], a.q.shape[1], a.q.shape[2]};
+    std::sort(order.begin(), order.end(), [&](int x, int y) { return a.lse.stride[x] < a.lse.stride[y]; });
+    std::int64_t inner = 1;
+    for (int i : order) {
+      if (shape[i] == 1) continue;
+      if (a.lse.stride[i] < inner)
+        return Status::InvalidArgument(fmt::format("lse: stride[{}] is {}, which makes entries overlap; expected at least {}", i, a.lse.stride[i], inner));
+      if (a.lse.stride[i] > 0 && shape[i] > (std::numeric_limits<std::int64_t>::max() / 8) / a.lse.stride[i])
+        return Status::InvalidArgument(fmt::format("lse: stride[{}] ({}) addresses more than 2^60 bytes", i, a.lse.stride[i]));
+      inner = a.lse.stride[i] * shape[i];
+    }
   }
   // Parameters.
   if (!std::isfinite(c.scale) || c.scale < 0.0f)

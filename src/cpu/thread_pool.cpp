@@ -8,9 +8,12 @@
 namespace hyperattn::cpu {
 
 int resolve_threads(int requested) {
-  if (requested > 0) return requested;
   const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  const int cores = hw == 0 ? 1 : static_cast<int>(hw);
+  // More threads than 4x the cores only costs memory (per-thread scratch) and thread starts;
+  // results do not depend on the count, so a huge request is capped rather than refused.
+  if (requested > 0) return std::min(requested, 4 * cores);
+  return cores;
 }
 
 void parallel_for(std::int64_t items, int threads,

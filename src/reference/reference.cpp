@@ -235,7 +235,8 @@ Status exact_attention(const AttentionArgs& args, const AttentionConfig& config,
 Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected,
                        Output* result) {
   HYPERATTN_RETURN_IF_ERROR(validate(args, config));
-  if (config.sampling == Sampling::value_norm) return Status::Unsupported("reference::hyper_attention: uniform or stratified sampling only");
+  if (config.sampling != Sampling::uniform && config.sampling != Sampling::stratified)
+    return Status::Unsupported("reference::hyper_attention: uniform or stratified sampling only");
   const Heads H = load(args);
   Hyper hy{H, config, injected, core::projections(args, config, injected), resolve_scale(config, H.d)};
   const std::int64_t batch = args.q.batch();

@@ -78,6 +78,18 @@ TEST(Errors, Strides) {
   h.a.lse.stride[2] = 0;
   expect_error(h.a, h.c, StatusCode::invalid_argument, "lse: the seq stride is 0");
 }
+TEST(Errors, OverlappingOutputs) {
+  Fixture f;
+  f.a.out.stride[2] = 16;  // rows of 32 elements 16 apart
+  expect_error(f.a, f.c, StatusCode::invalid_argument, "out: stride[2] (seq) is 16, which makes rows overlap; expected at least 32");
+  Fixture g;
+  g.a.out.stride[1] = 0;  // every head written to the same rows
+  expect_error(g.a, g.c, StatusCode::invalid_argument, "out: stride[1] (heads) is 0, which makes rows overlap");
+  Fixture h;
+  h.a.lse.stride[1] = 0;
+  expect_error(h.a, h.c, StatusCode::invalid_argument, "lse: stride[1] is 0, which makes entries overlap");
+}
+
 TEST(Errors, SizesThatOverflow) {
   Fixture f;
   f.a.q.shape[0] = std::numeric_limits<std::int64_t>::max() / 2;

@@ -79,6 +79,27 @@ TEST(ExactAttention, EmptyRowsFollowTheEmptySetRule) {
   EXPECT_TRUE(std::isfinite(p.lse[6]));
 }
 
+TEST(ExactAttention, NaNInputsPropagate) {
+  // Specification §5: NaN in the inputs propagates; it must never look like "no key" (O = 0,
+  // LSE = -inf) or vanish. Row 3 of q is NaN; key 5 of v is NaN (every causal row past it).
+  for (bool causal : {false, true}) {
+    Problem p({1, 1, 1, 300, 300, 64}, DType::f32, Layout::bhsd, 8);
+    for (int c = 0; c < 64; ++c) p.q.set(0, 0, 3, c, std::nanf(""));
+    AttentionConfig cfg;
+    cfg.causal = causal;
+    ASSERT_TRUE(exact_attention(p.args(), cfg).ok());
+    EXPECT_TRUE(std::isnan(p.lse[3]));
+    EXPECT_TRUE(std::isnan(p.out.get(0, 0, 3, 0)));
+    EXPECT_TRUE(std::isfinite(p.lse[2]) && std::isfinite(p.lse[4]));
+    for (int c = 0; c < 64; ++c) p.q.set(0, 0, 3, c, 0.5f);
+    p.v.set(0, 0, 5, 7, std::nanf(""));
+    ASSERT_TRUE(exact_attention(p.args(), cfg).ok());
+    EXPECT_TRUE(std::isnan(p.out.get(0, 0, 200, 7)));
+    // (Rows that do not see key 5 but share its 256-key tile may also turn NaN: the SIMD kernels
+    // multiply the masked weights, 0, by the tile's values, and 0 * NaN = NaN. docs/numerics.md.)
+  }
+}
+
 TEST(ExactAttention, Bf16MatchesReferenceOnTheSameInputs) {
   for (bool causal : {false, true}) {
     check_exact({{1, 2, 2, 200, 200, 64}, causal, Layout::bhsd, DType::bf16});

@@ -264,6 +264,33 @@ TEST(HyperVariants, SinksCoveringEverythingAreExact) {
   expect_matches_exact(p, cfg);
 }
 
+TEST(HyperVariants, ValueNormWithoutOutsideMassStaysUnbiased) {
+  // Zero queries (every score 0) and zero values: each sampled weight must count its key once, so
+  // the estimated denominator is exactly n and LSE = log n (a doubled weight gave log(256 + 2 * 3840)).
+  Problem p({1, 1, 1, 4096, 4096, 16}, DType::f32, Layout::bhsd, 105);
+  for (std::int64_t i = 0; i < 4096; ++i)
+    for (std::int64_t c = 0; c < 16; ++c) {
+      p.q.set(0, 0, i, c, 0.0f);
+      p.v.set(0, 0, i, c, 0.0f);
+    }
+  AttentionConfig cfg = hyper_config(256, 256, 0, 7, false);
+  cfg.sampling = Sampling::value_norm;
+  ASSERT_TRUE(hyper_attention(p.args(), cfg).ok());
+  for (std::size_t i = 0; i < 4096; i += 97) EXPECT_NEAR(p.lse[i], std::log(4096.0), 1e-5);
+}
+
+TEST(HyperVariants, SinksReachPastTheVisiblePrefix) {
+  // Causal with seq_q < seq_kv: the first 40 keys form the visible prefix; with 100 sinks, keys
+  // 40..99 are sinks of the causal parts too. Matches the reference (which applies the same rule)
+  // and, with sinks covering every off-diagonal key set, exact attention.
+  Problem p({1, 1, 1, 200, 240, 32}, DType::f32, Layout::bhsd, 106);
+  AttentionConfig cfg = hyper_config(16, 8, 16, 5, true);
+  cfg.sink_keys = 240;
+  expect_matches_exact(p, cfg);
+  cfg.sink_keys = 100;
+  expect_matches_reference(p, cfg);
+}
+
 TEST(HyperVariants, SinksAreMarkedInLshBlocks) {
   Problem p({1, 1, 1, 500, 500, 32}, DType::f32, Layout::bhsd, 103);
   AttentionConfig cfg = hyper_config(64, 8, 0, 5, false);

@@ -297,20 +297,23 @@ void dense(const DenseAttentionTile& t) {
           float* sr = s + r * kKeyTile;
           const int vis = visible[r];
           __m256 vmax = _mm256_set1_ps(kNegInf);
+          int nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
           for (int c = 0; c < vis; c += kW) {
             const __m256 k = prefix_mask(vis - c);
             const __m256 x = _mm256_add_ps(_mm256_load_ps(sr + c), _mm256_maskload_ps(bias + c, _mm256_castps_si256(k)));
             _mm256_store_ps(sr + c, x);
             vmax = _mm256_blendv_ps(vmax, _mm256_max_ps(vmax, x), k);
+            nan_lanes |= _mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q), k));
           }
-          const float tile_max = vis > 0 ? reduce_max(vmax) : kNegInf;
+          const float tile_max = nan_lanes ? std::numeric_limits<float>::quiet_NaN() : (vis > 0 ? reduce_max(vmax) : kNegInf);
           const int row = g0 + r;
           if (tile_max == kNegInf) {
             corr[r] = 1.0f;
             std::memset(sr, 0, static_cast<std::size_t>(group_end) * sizeof(float));
             continue;
           }
-          const float m_new = std::max(m[row], tile_max);
+          // NaN is sticky: std::max(NaN, x) keeps the NaN running max, and a NaN tile max sets it.
+          const float m_new = tile_max != tile_max ? tile_max : std::max(m[row], tile_max);
           corr[r] = std::exp2(m[row] - m_new);
           const __m256 vm = _mm256_set1_ps(m_new);
           __m256 vsum = _mm256_setzero_ps();
@@ -335,6 +338,9 @@ void dense(const DenseAttentionTile& t) {
         const float inv = 1.0f / l[r];
         for (int x = 0; x < dv; ++x) o[x] = acc[x] * inv;
         if (t.lse) t.lse[orow] = kLn2 * m[r] + std::log(l[r]);
+      } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
+        for (int x = 0; x < dv; ++x) o[x] = l[r];
+        if (t.lse) t.lse[orow] = l[r];
       } else {  // no visible key: the empty-set rule
         for (int x = 0; x < dv; ++x) o[x] = 0.0f;
         if (t.lse) t.lse[orow] = kNegInf;

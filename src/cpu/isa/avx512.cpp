@@ -503,14 +503,17 @@ void dense_impl(const DenseAttentionTile& t) {
           std::uint16_t* pr = p16 + r * kKeyTile;
           const int vis = visible[r];
           __m512 vmax = _mm512_set1_ps(kNegInf);
+          __mmask16 nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
           for (int c = 0; c < vis; c += kW) {
             const __mmask16 k = prefix_mask(vis - c);
             const __m512 x = _mm512_fmadd_ps(_mm512_load_ps(sr + c), _mm512_set1_ps(score_mul),
                                              _mm512_maskz_loadu_ps(k, bias + c));
             _mm512_store_ps(sr + c, x);
             vmax = _mm512_mask_max_ps(vmax, k, vmax, x);
+            nan_lanes |= _mm512_mask_cmp_ps_mask(k, x, x, _CMP_UNORD_Q);
           }
-          const float tile_max = vis > 0 ? _mm512_reduce_max_ps(vmax) : kNegInf;
+          const float tile_max = nan_lanes ? std::numeric_limits<float>::quiet_NaN()
+                                           : (vis > 0 ? _mm512_reduce_max_ps(vmax) : kNegInf);
           const int row = g0 + r;
           if (tile_max == kNegInf) {  // nothing visible (or every bias -inf): weights 0, O unchanged
             corr[r] = 1.0f;
@@ -518,7 +521,8 @@ void dense_impl(const DenseAttentionTile& t) {
             else std::memset(sr, 0, static_cast<std::size_t>(pv_keys) * 4);
             continue;
           }
-          const float m_new = std::max(m[row], tile_max);
+          // NaN is sticky: std::max(NaN, x) keeps the NaN running max, and a NaN tile max sets it.
+          const float m_new = tile_max != tile_max ? tile_max : std::max(m[row], tile_max);
           corr[r] = std::exp2(m[row] - m_new);  // 0 on the first visible tile (m = -inf)
           const __m512 vm = _mm512_set1_ps(m_new);
           __m512 vsum = _mm512_setzero_ps();
@@ -553,6 +557,9 @@ void dense_impl(const DenseAttentionTile& t) {
         for (; x + kW <= dv; x += kW) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
         if (x < dv) _mm512_mask_storeu_ps(o + x, prefix_mask(dv - x), _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
         if (t.lse) t.lse[orow] = kLn2 * m[r] + std::log(l[r]);
+      } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
+        for (int x = 0; x < dv; ++x) o[x] = l[r];
+        if (t.lse) t.lse[orow] = l[r];
       } else {  // no visible key: the empty-set rule
         for (int x = 0; x < dv; ++x) o[x] = 0.0f;
         if (t.lse) t.lse[orow] = kNegInf;

@@ -73,15 +73,19 @@ void dense(const DenseAttentionTile& t) {
         const float* qr = qbuf + r * d;
         const std::int64_t visible = std::clamp<std::int64_t>(r0 + r + t.causal_diagonal + 1 - c0, 0, nc);
         float tile_max = kNegInf;
+        bool nan = false;  // std::max drops NaN: track it so a NaN input row gives NaN, not "no key"
         for (std::int64_t c = 0; c < visible; ++c) {
           const float* kc = kbuf + c * d;
           float dot = 0.0f;
           for (int x = 0; x < d; ++x) dot += qr[x] * kc[x];
           sr[c] = dot + bias[c];
           tile_max = std::max(tile_max, sr[c]);
+          nan |= sr[c] != sr[c];
         }
+        if (nan) tile_max = std::numeric_limits<float>::quiet_NaN();
         if (visible == 0 || tile_max == kNegInf) continue;
-        const float m_new = std::max(m[r], tile_max);
+        // NaN is sticky: std::max(NaN, x) keeps a NaN running max, and a NaN tile max sets it.
+        const float m_new = tile_max != tile_max ? tile_max : std::max(m[r], tile_max);
         const float correction = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first tile
         float* ar = acc + r * dv;
         for (int x = 0; x < dv; ++x) ar[x] *= correction;
@@ -103,6 +107,9 @@ void dense(const DenseAttentionTile& t) {
         const float inv = 1.0f / l[r];
         for (int x = 0; x < dv; ++x) o[x] = acc[r * dv + x] * inv;
         if (t.lse) t.lse[orow] = m[r] + std::log(l[r]);
+      } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
+        for (int x = 0; x < dv; ++x) o[x] = l[r];
+        if (t.lse) t.lse[orow] = l[r];
       } else {  // no visible key: the empty-set rule
         for (int x = 0; x < dv; ++x) o[x] = 0.0f;
         if (t.lse) t.lse[orow] = kNegInf;
