@@ -21,6 +21,7 @@
 #include "model/llama_model.hpp"
 #include "model/next_token_scores.hpp"
 #include "model/parallel.hpp"
+#include "model/layer_budget.hpp"
 #include "model/patch_spec.hpp"
 #include "model/tokenizer.hpp"
 #include "options.hpp"
@@ -34,10 +35,11 @@ using model::LayerAttention;
 using model::PrefillTimings;
 
 struct EvalOptions {
-  std::string model_dir, text_path, json_path, plot_path;
+  std::string model_dir, text_path, json_path, plot_path, per_position_path;
   std::int64_t seq_len = 8192;
   std::int64_t windows = 0;  // 0: as many as fit
   std::vector<std::string> patches;
+  std::string layer_keys;  // "--layer-keys": empty, "auto" or one count per layer
   AttentionConfig config;
   bool quiet = false;
 };
@@ -84,6 +86,14 @@ int run(const EvalOptions& o) {
       return 2;
     }
     patches.push_back(std::move(p));
+  }
+  std::vector<std::int64_t> layer_keys;
+  bool auto_layer_keys = false;
+  if (!o.layer_keys.empty()) {
+    if (Status s = model::parse_layer_keys(o.layer_keys, cfg.num_layers, &layer_keys, &auto_layer_keys); !s.ok()) {
+      std::fprintf(stderr, "hyperattn eval: %s\n", s.message().c_str());
+      return 2;
+    }
   }
   if (o.seq_len < 2 || o.seq_len > cfg.max_position_embeddings) {
     std::fprintf(stderr, "hyperattn eval: --seq-len: expected 2..%lld (max_position_embeddings of %s), found %lld\n",
@@ -139,6 +149,68 @@ int run(const EvalOptions& o) {
     std::fflush(stdout);
   }
 
+  // --layer-keys auto: on the first window, each layer's KL with only that layer patched at the
+  // configured budget, then the square-root allocation of the same mean budget.
+  std::vector<double> layer_sensitivity;
+  if (auto_layer_keys) {
+    tools::ProgressBar cal("calibrate", (1 + cfg.num_layers) * cfg.num_layers,
+                           o.quiet ? tools::ProgressStyle::off : tools::default_progress_style());
+    model::PrefillOptions options;
+    options.threads = threads;
+    options.hyper = h;
+    options.on_layer_done = [&cal](std::int64_t) { cal.advance(); };
+    std::vector<float> exact_hidden, patched_hidden;  // [seq_len, hidden]
+    PrefillTimings unused;
+    if (Status s = llama.prefill(tokens.data(), o.seq_len, options, &exact_hidden, &unused); !s.ok()) {
+      cal.finish();
+      std::fprintf(stderr, "hyperattn eval: --layer-keys auto: exact: %s\n", s.message().c_str());
+      return 1;
+    }
+    for (std::int64_t l = 0; l < cfg.num_layers; ++l) {
+      options.layer_attention.assign(static_cast<std::size_t>(cfg.num_layers), LayerAttention::exact);
+      options.layer_attention[static_cast<std::size_t>(l)] = LayerAttention::hyper;
+      model::NextTokenScores scores;
+      model::ScoreTimings st;
+      Status s = llama.prefill(tokens.data(), o.seq_len, options, &patched_hidden, &unused);
+      if (s.ok())
+        s = model::score_next_tokens(llama, patched_hidden.data(), exact_hidden.data(), tokens.data(), o.seq_len,
+                                     threads, &scores, &st);
+      if (!s.ok()) {
+        cal.finish();
+        std::fprintf(stderr, "hyperattn eval: --layer-keys auto: layer %lld: %s\n", static_cast<long long>(l),
+                     s.message().c_str());
+        return 1;
+      }
+      layer_sensitivity.push_back(model::mean_of(scores.kl));
+    }
+    cal.finish();
+    const std::int64_t mean_keys = h.block_size + h.sample_size;
+    if (Status s = model::allocate_layer_keys(layer_sensitivity, mean_keys, std::max<std::int64_t>(1, mean_keys / 4),
+                                              &layer_keys);
+        !s.ok()) {
+      std::fprintf(stderr, "hyperattn eval: --layer-keys auto: %s\n", s.message().c_str());
+      return 1;
+    }
+    std::string list;
+    for (std::size_t l = 0; l < layer_keys.size(); ++l) list += fmt::format("{}{}", l ? "," : "", layer_keys[l]);
+    std::printf("--layer-keys auto: per-layer KL on window 0 at %lld keys:", static_cast<long long>(mean_keys));
+    for (double k : layer_sensitivity) std::printf(" %.5f", k);
+    std::printf("\n                   keys per query by layer (sqrt(KL) shares, mean <= %lld): %s\n",
+                static_cast<long long>(mean_keys), list.c_str());
+    std::fflush(stdout);
+  }
+
+  std::ofstream per_position;
+  if (!o.per_position_path.empty()) {
+    per_position.open(o.per_position_path);
+    if (!per_position) {
+      std::fprintf(stderr, "hyperattn eval: --per-position %s: cannot write\n", o.per_position_path.c_str());
+      return 2;
+    }
+    per_position.precision(9);
+    per_position << "patch\twindow\tposition\tnll_exact\tnll_patched\tkl\n";
+  }
+
   tools::ProgressBar bar("eval", windows * static_cast<std::int64_t>(1 + patches.size()) * cfg.num_layers,
                          o.quiet ? tools::ProgressStyle::off : tools::default_progress_style());
   RunTotals exact;
@@ -149,6 +221,7 @@ int run(const EvalOptions& o) {
     model::PrefillOptions options;
     options.threads = threads;
     options.hyper = h;
+    options.layer_keys = layer_keys;
     options.on_layer_done = [&bar](std::int64_t) { bar.advance(); };
 
     start = std::chrono::steady_clock::now();
@@ -189,6 +262,11 @@ int run(const EvalOptions& o) {
         window_nll += scores.nll[i];
         r.kl_sum += scores.kl[i];
       }
+      if (per_position) {
+        for (std::size_t i = 0; i < scores.kl.size(); ++i)
+          per_position << patches[p].text << '\t' << w << '\t' << i + 1 << '\t' << scores.reference_nll[i] << '\t'
+                       << scores.nll[i] << '\t' << scores.kl[i] << '\n';
+      }
       r.nll_sum += window_nll;
       r.positions += static_cast<std::int64_t>(scores.nll.size());
       r.window_ppl.push_back(std::exp(window_nll / static_cast<double>(scores.nll.size())));
@@ -216,6 +294,10 @@ int run(const EvalOptions& o) {
     }
   }
   bar.finish();
+  if (!o.per_position_path.empty() && !per_position.flush()) {
+    std::fprintf(stderr, "hyperattn eval: --per-position %s: cannot write\n", o.per_position_path.c_str());
+    return 1;
+  }
 
   const double ppl_exact = exact.ppl();
   std::printf("\n%-12s %-12s %10s %10s %10s %9s %16s\n", "patch", "hyper layers", "ppl", "increase", "KL", "seconds",
@@ -248,6 +330,7 @@ int run(const EvalOptions& o) {
     j["exact_seconds"] = exact.seconds();
     j["exact_attention_seconds"] = exact.timings.attention;
     j["exact_timings"] = timings_json(exact.timings, exact.head_seconds);
+    if (!layer_sensitivity.empty()) j["layer_sensitivity_kl"] = layer_sensitivity;
     j["results"] = nlohmann::ordered_json::array();
     for (std::size_t p = 0; p < patches.size(); ++p) {
       const RunTotals& r = patched[p];
@@ -267,6 +350,8 @@ int run(const EvalOptions& o) {
                               {"lsh_bits", h.lsh_bits},
                               {"seed", h.seed},
                               {"sink_keys", h.sink_keys},
+                              {"local_window", h.local_window},
+                              {"layer_keys", layer_keys},
                               // enum codes of AttentionConfig (0 = uniform / gray_rank, the paper)
                               {"sampling_code", static_cast<int>(h.sampling)},
                               {"bucket_order_code", static_cast<int>(h.bucket_order)},
@@ -347,7 +432,14 @@ Command add_eval_command(CLI::App& app) {
   sub->add_option("--patch", o->patches,
                   "layers with HyperAttention: all, last:K, first:K or layers:i+j+... (0-based); repeatable "
                   "(default: last:2 and all)");
+  sub->add_option("--layer-keys", o->layer_keys,
+                  "per-layer budgets: keys per query (block + samples) of each layer, comma-separated, split between "
+                  "block and samples as --block-size : --sample-size; or \"auto\": measure each layer's KL alone on "
+                  "the first window and share layers x (block + samples) keys in proportion to sqrt(KL)");
   sub->add_option("--json", o->json_path, "write the results as JSON");
+  sub->add_option("--per-position", o->per_position_path,
+                  "write every scored position as TSV: patch, window, position (of the predicted token), NLL exact "
+                  "and patched, KL (nats)");
   sub->add_option("--plot", o->plot_path, "write a PNG of perplexity against the number of patched layers");
   sub->add_flag("--quiet", o->quiet, "no header and no progress bar");
   add_hyper_options(sub, &o->config);

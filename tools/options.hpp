@@ -12,12 +12,13 @@
 
 namespace hyperattn::cli {
 
-// --preset paper|stratified, applied once every other flag is parsed (it rewrites block and
+// --preset paper|stratified|stratified-window, applied once every other flag is parsed (it rewrites block and
 // sample sizes for the same keys per query).
 inline void add_preset_option(CLI::App* app, AttentionConfig* config) {
   auto preset = std::make_shared<std::string>();
-  app->add_option("--preset", *preset, "paper (the published algorithm) or stratified (same keys per query: 1/8 block, 7/8 stratified samples)")
-      ->check(CLI::IsMember({"paper", "stratified"}));
+  app->add_option("--preset", *preset, "paper (the published algorithm), stratified (same keys per query: 1/8 block, 7/8 stratified samples) or "
+                  "stratified-window (the same plus a causal local window of 1/4 of the keys, its cost taken from the samples)")
+      ->check(CLI::IsMember({"paper", "stratified", "stratified-window"}));
   app->parse_complete_callback([preset, config] {
     if (!preset->empty()) (void)apply_preset(*preset, config);  // the name was checked above
   });
@@ -50,6 +51,7 @@ inline void add_hyper_options(CLI::App* app, AttentionConfig* config) {
       ->type_name("SAMPLING");
   add_preset_option(app, config);
   app->add_option("--sink-keys", config->sink_keys, "the first N keys are attended exactly by every query (attention sinks; 0 = the paper)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
+  app->add_option("--local-window", config->local_window, "causal: every query also attends exactly to the N keys just before it (a sliding window; 0 = the paper)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
 }
 
 inline void add_threads_option(CLI::App* app, AttentionConfig* config) {

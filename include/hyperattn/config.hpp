@@ -43,6 +43,12 @@ struct AttentionConfig {
   // They come out of that sub-problem's sample budget: every query still attends to
   // block_size + max(sample_size, sink_keys) keys.
   std::int64_t sink_keys = 0;
+  // Causal only: every query of an approximated sub-problem also attends exactly to the keys among
+  // the local_window positions just before its own (a sliding window across the recursion's
+  // boundaries, where the exact leaves give the first queries of each leaf almost no local keys);
+  // those keys are taken out of its block and samples, so nothing is counted twice. 0 = none (the
+  // paper). Ignored by non-causal attention.
+  std::int64_t local_window = 0;
 
   // Optional progress report, called with (done, total) work units from whichever worker thread
   // finishes a unit (serialised, at most every 100 ms, and once at the end). Null: none.
@@ -50,12 +56,14 @@ struct AttentionConfig {
   void* progress_context = nullptr;
 };
 
-// Named variants of HyperAttention, applied to a config (docs/accuracy.md):
-//   "paper"      the published algorithm: uniform samples, no sinks, Gray-rank buckets; block and
-//                sample sizes as set.
-//   "stratified" the same keys per query (block_size + sample_size) split as 1/8 block and 7/8
-//                stratified samples along the sorted order: about half the perplexity increase and
-//                0.56x the KL of "paper" on the bundled model.
+// Named variants of HyperAttention, applied to a config (docs/accuracy.md); each keeps the mean keys
+// per query (block_size + sample_size) and rewrites the sampling, sinks and window:
+//   "paper"             the published algorithm: uniform samples, no sinks, no window, Gray-rank
+//                       buckets; block and sample sizes as set.
+//   "stratified"        1/8 of the keys as the block, 7/8 as stratified samples along the sorted
+//                       order: 0.59x the KL of "paper" on the bundled model.
+//   "stratified-window" the same plus a local window of 1/4 of the keys (causal), its mean extra
+//                       keys per row taken from the samples (needs min_seq_len set first).
 Status apply_preset(std::string_view name, AttentionConfig* config);
 
 }  // namespace hyperattn

@@ -212,6 +212,9 @@ struct ThreadScratch {
   std::vector<float> bias;         // [block + samples]
   std::vector<float> out;          // [rows, d]
   std::vector<float> lse;          // [rows]
+  std::vector<std::int32_t> rows;  // [rows] the block's rows outside every local window
+  std::vector<std::int32_t> row_keys;  // [block + samples + window] one windowed row's keys
+  std::vector<float> row_bias;         // [block + samples + window]
 };
 
 // Fills keys/bias for approximated block `beta` of part p: the sinks, the block's keys, then the
@@ -352,6 +355,56 @@ void attend_and_store(Context& ctx, cpu::DenseAttentionTile& t, bool merge, Thre
   }
 }
 
+// An approximated block of a part with a local window (t: the block's tile, keys gathered). Rows
+// whose window reaches into the part's hashed keys get their own key list: the block's keys and
+// samples with those in the window masked (bias -inf, so the samples still estimate the sum over
+// the keys outside block and window without bias), then the window's keys, exact.
+void run_windowed_block(Context& ctx, const Part& p, cpu::DenseAttentionTile& t, bool merge, ThreadScratch& s,
+                        float* acc, float* lse) {
+  const std::int64_t lsh_k0 = p.k0 + p.sinks;
+  const std::int32_t* block_rows = t.q_index;
+  const std::int64_t block_rows_n = t.rows, block_keys = t.keys;
+  // The window of `row`: keys [w0, w1) (empty when w0 >= w1).
+  auto window_of = [&](std::int32_t row, std::int64_t* w0, std::int64_t* w1) {
+    const std::int64_t pos = row + p.window_delta;
+    *w0 = std::max(lsh_k0, pos - p.window);
+    *w1 = std::min(p.k1, pos);
+  };
+  std::int64_t plain = 0;
+  for (std::int64_t r = 0; r < block_rows_n; ++r) {
+    std::int64_t w0, w1;
+    window_of(block_rows[r], &w0, &w1);
+    if (w0 >= w1) s.rows[static_cast<std::size_t>(plain++)] = block_rows[r];
+  }
+  if (plain > 0) {
+    t.q_index = s.rows.data();
+    t.rows = plain;
+    attend_and_store(ctx, t, merge, s, acc, lse, t.q_index, 0);
+  }
+  if (plain == block_rows_n) return;
+  for (std::int64_t r = 0; r < block_rows_n; ++r) {
+    std::int64_t w0, w1;
+    window_of(block_rows[r], &w0, &w1);
+    if (w0 >= w1) continue;  // handled with the plain rows
+    std::int32_t* keys = s.row_keys.data();  // [block_keys + (w1 - w0)]
+    float* bias = s.row_bias.data();         // [block_keys + (w1 - w0)]
+    for (std::int64_t j = 0; j < block_keys; ++j) {
+      keys[j] = s.keys[static_cast<std::size_t>(j)];
+      bias[j] = keys[j] >= w0 && keys[j] < w1 ? kNegInf : s.bias[static_cast<std::size_t>(j)];
+    }
+    for (std::int64_t k = w0; k < w1; ++k) {
+      keys[block_keys + k - w0] = static_cast<std::int32_t>(k);
+      bias[block_keys + k - w0] = 0.0f;
+    }
+    t.k_index = keys;
+    t.key_bias = bias;
+    t.keys = block_keys + (w1 - w0);
+    t.q_index = &block_rows[r];
+    t.rows = 1;
+    attend_and_store(ctx, t, merge, s, acc, lse, t.q_index, 0);
+  }
+}
+
 void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, ThreadScratch& s) {
   const Part& p = phase.parts[static_cast<std::size_t>(it.part)];
   const std::int64_t b = it.batch, hq = it.head, hkv = hq / ctx.group;
@@ -392,13 +445,17 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, Thre
   t.q_index = qperm + lo;
   t.rows = hi - lo;
   if (t.rows == 0) return;
+  if (p.window > 0) {
+    run_windowed_block(ctx, p, t, merge, s, acc, lse);
+    return;
+  }
   attend_and_store(ctx, t, merge, s, acc, lse, t.q_index, 0);
 }
 
 void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadScratch>& scratch) {
   sort_phase(ctx, phase);
   std::vector<Item> items;
-  std::int64_t max_rows = kExactRowChunk, max_keys = 1;
+  std::int64_t max_rows = kExactRowChunk, max_keys = 1, max_window = 0;
   for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
     const Part& p = phase.parts[pi];
     std::int64_t units;
@@ -407,6 +464,7 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
       units = block_count(p, ctx.config);
       max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
       max_keys = std::max(max_keys, ctx.config.block_size + std::max(p.sinks, ctx.config.sample_size));
+      max_window = std::max(max_window, p.window);
       unit_cost = static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
                   static_cast<double>(ctx.config.block_size + ctx.config.sample_size);
     } else {
@@ -428,6 +486,11 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
   for (ThreadScratch& s : scratch) {
     s.keys.resize(static_cast<std::size_t>(max_keys));
     s.bias.resize(static_cast<std::size_t>(max_keys));
+    if (max_window > 0) {
+      s.rows.resize(static_cast<std::size_t>(max_rows));
+      s.row_keys.resize(static_cast<std::size_t>(max_keys + max_window));
+      s.row_bias.resize(static_cast<std::size_t>(max_keys + max_window));
+    }
     if (merge) {
       s.out.resize(static_cast<std::size_t>(max_rows * ctx.d));
       s.lse.resize(static_cast<std::size_t>(max_rows));

@@ -27,6 +27,11 @@ struct Part {
   // Approximated parts: keys [k0, k0 + sinks) are attended exactly by every query ("attention
   // sinks"); hashing, blocks and samples cover [k0 + sinks, k1).
   std::int64_t sinks = 0;
+  // Approximated parts of a causal plan: query row r sits at key position r + window_delta and
+  // also attends exactly to keys [r + window_delta - window, r + window_delta) ∩ [k0 + sinks, k1),
+  // which its block and samples then skip (AttentionConfig::local_window).
+  std::int64_t window = 0;
+  std::int64_t window_delta = 0;
 };
 
 struct Phase {

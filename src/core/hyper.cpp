@@ -29,6 +29,17 @@ Part noncausal_part(std::int64_t q0, std::int64_t q1, std::int64_t k0, std::int6
   return {q0, q1, k0, k1, cpu::kNoCausalMask, approx, subproblem, approx ? sinks : 0};
 }
 
+// A causal plan's non-causal sub-problem, whose row e + i sits at key position p + i.
+Part causal_offdiagonal_part(std::int64_t q0, std::int64_t q1, std::int64_t k0, std::int64_t k1,
+                             std::uint64_t subproblem, std::int64_t e, std::int64_t p, const AttentionConfig& c) {
+  Part part = noncausal_part(q0, q1, k0, k1, subproblem, c);
+  if (part.approximate && c.local_window > 0) {
+    part.window = c.local_window;
+    part.window_delta = p - e;
+  }
+  return part;
+}
+
 // Recursion over [s, t) of the causal rows; row e + i pairs with key p + i.
 void split(std::int64_t s, std::int64_t t, int depth, std::int64_t e, std::int64_t p,
            const AttentionConfig& c, std::vector<Part>& leaves, std::vector<std::vector<Part>>& levels) {
@@ -40,7 +51,8 @@ void split(std::int64_t s, std::int64_t t, int depth, std::int64_t e, std::int64
   split(s, mid, depth + 1, e, p, c, leaves, levels);
   split(mid, t, depth + 1, e, p, c, leaves, levels);
   if (levels.size() <= static_cast<std::size_t>(depth)) levels.resize(static_cast<std::size_t>(depth) + 1);
-  levels[static_cast<std::size_t>(depth)].push_back(noncausal_part(e + mid, e + t, p + s, p + mid, rng::subproblem_id(e + mid, p + s), c));
+  levels[static_cast<std::size_t>(depth)].push_back(
+      causal_offdiagonal_part(e + mid, e + t, p + s, p + mid, rng::subproblem_id(e + mid, p + s), e, p, c));
 }
 
 }  // namespace
@@ -60,7 +72,8 @@ Plan core::hyper_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig&
   split(0, rows, 0, e, p, c, leaves, levels);
   plan.phases.push_back({leaves});
   if (p > 0)
-    plan.phases.push_back({{noncausal_part(e, n_q, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull, c)}});
+    plan.phases.push_back(
+        {{causal_offdiagonal_part(e, n_q, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull, e, p, c)}});
   for (auto& level : levels) plan.phases.push_back({level});
   return plan;
 }

@@ -135,6 +135,8 @@ Status validate(const AttentionArgs& a, const AttentionConfig& c) {
     return Status::InvalidArgument(fmt::format("config.sampling is {}; expected uniform, value_norm, stratified or position_stratified", static_cast<int>(c.sampling)));
   if (c.sink_keys < 0 || c.sink_keys > std::numeric_limits<std::int32_t>::max())
     return Status::InvalidArgument(fmt::format("config.sink_keys is {}; expected 0..2^31-1", c.sink_keys));
+  if (c.local_window < 0 || c.local_window > std::numeric_limits<std::int32_t>::max())
+    return Status::InvalidArgument(fmt::format("config.local_window is {}; expected 0..2^31-1", c.local_window));
   return Status::Ok();
 }
 
@@ -143,19 +145,31 @@ Status apply_preset(std::string_view name, AttentionConfig* config) {
   if (name == "paper") {
     config->sampling = Sampling::uniform;
     config->sink_keys = 0;
+    config->local_window = 0;
     config->bucket_order = BucketOrder::gray_rank;
     return Status::Ok();
   }
-  if (name == "stratified") {
+  if (name == "stratified" || name == "stratified-window") {
     const std::int64_t budget = config->block_size + config->sample_size;
     config->block_size = std::max<std::int64_t>(1, budget / 8);
     config->sample_size = budget - config->block_size;
     config->sampling = Sampling::stratified;
     config->sink_keys = 0;
     config->bucket_order = BucketOrder::gray_rank;
+    config->local_window = 0;
+    if (name == "stratified-window") {
+      // A window of budget/4 keys; the first w rows after each causal leaf boundary (one every
+      // min_seq_len rows) attend w - j extra keys, w (w + 1) / 2 in all: their mean per row is
+      // taken from the samples, so the mean keys per query stay `budget`.
+      config->local_window = std::max<std::int64_t>(1, budget / 4);
+      const std::int64_t leaf = std::max<std::int64_t>(config->min_seq_len, 1);
+      const std::int64_t charge = (config->local_window * (config->local_window + 1) / 2 + leaf - 1) / leaf;
+      config->sample_size = std::max<std::int64_t>(0, config->sample_size - charge);
+    }
     return Status::Ok();
   }
-  return Status::InvalidArgument(fmt::format("preset is \"{}\"; expected \"paper\" or \"stratified\"", name));
+  return Status::InvalidArgument(
+      fmt::format("preset is \"{}\"; expected \"paper\", \"stratified\" or \"stratified-window\"", name));
 }
 
 }  // namespace hyperattn

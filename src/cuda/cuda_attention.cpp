@@ -70,6 +70,9 @@ Status validate_cuda(const AttentionArgs& args, const AttentionConfig& config, b
       else return Status::InvalidArgument(fmt::format("k, v, out: dtype {} differs; expected the dtype of q (f16)", to_string(t->dtype)));
   }
   HYPERATTN_RETURN_IF_ERROR(validate(as_cpu, config));
+  if (hyper && config.causal && config.local_window > 0)
+    return Status::Unsupported(fmt::format(
+        "config.local_window is {}; the CUDA backend implements local_window = 0 (use the CPU backend)", config.local_window));
   if (hyper && (config.sampling == Sampling::value_norm || config.sampling == Sampling::position_stratified))
     return Status::Unsupported(config.sampling == Sampling::value_norm
                                    ? "config.sampling is value_norm; the CUDA backend implements uniform and stratified"

@@ -27,6 +27,15 @@ int as_int(std::int64_t v) { return static_cast<int>(v); }
 
 }  // namespace
 
+AttentionConfig with_keys_per_query(const AttentionConfig& hyper, std::int64_t keys) {
+  AttentionConfig c = hyper;
+  const std::int64_t total = hyper.block_size + hyper.sample_size;
+  c.block_size = std::clamp<std::int64_t>((keys * hyper.block_size + total / 2) / std::max<std::int64_t>(total, 1), 1,
+                                          std::max<std::int64_t>(keys, 1));
+  c.sample_size = std::max<std::int64_t>(keys - c.block_size, 0);
+  return c;
+}
+
 PrefillTimings& PrefillTimings::operator+=(const PrefillTimings& o) {
   embed += o.embed;
   norm += o.norm;
@@ -138,6 +147,16 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
                                      std::to_string(c.vocab_size) + "), found " + std::to_string(tokens[i]));
     }
   }
+  if (!options.layer_keys.empty() && static_cast<std::int64_t>(options.layer_keys.size()) != c.num_layers) {
+    return Status::InvalidArgument("prefill: layer_keys: expected " + std::to_string(c.num_layers) +
+                                   " entries (one per layer), found " + std::to_string(options.layer_keys.size()));
+  }
+  for (std::size_t l = 0; l < options.layer_keys.size(); ++l) {
+    if (options.layer_keys[l] < 1) {
+      return Status::InvalidArgument("prefill: layer_keys[" + std::to_string(l) + "]: expected >= 1 keys per query, found " +
+                                     std::to_string(options.layer_keys[l]));
+    }
+  }
   if (options.capture_layer >= c.num_layers) {
     return Status::InvalidArgument("prefill: capture_layer: expected < " + std::to_string(c.num_layers) + ", found " +
                                    std::to_string(options.capture_layer));
@@ -213,7 +232,10 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
     start = Clock::now();
     const bool hyper = !options.layer_attention.empty() &&
                        options.layer_attention[static_cast<std::size_t>(l)] == LayerAttention::hyper;
-    Status s = hyper ? hyper_attention(args, hyper_config) : exact_attention(args, exact_config);
+    Status s = !hyper                      ? exact_attention(args, exact_config)
+               : options.layer_keys.empty() ? hyper_attention(args, hyper_config)
+                                            : hyper_attention(args, with_keys_per_query(
+                                                                        hyper_config, options.layer_keys[static_cast<std::size_t>(l)]));
     if (!s.ok()) {
       return Status(s.code(),
                     "layer " + std::to_string(l) + (hyper ? " hyper_attention: " : " exact_attention: ") + s.message());

@@ -56,6 +56,10 @@ struct PrefillOptions {
   std::vector<LayerAttention> layer_attention;
   // HyperAttention's parameters for the layers marked hyper (causal and threads are overridden).
   AttentionConfig hyper;
+  // Per-layer budgets: one entry per layer, the keys per query (block + samples) of that layer's
+  // HyperAttention, split between block and samples in the proportion of `hyper`; empty means
+  // `hyper`'s own budget in every layer (see layer_config).
+  std::vector<std::int64_t> layer_keys;
   int threads = 1;  // BLAS, library and element-wise passes, one at a time
   RopeAngles rope_angles = RopeAngles::float32;
   // Called after each layer with its index (for progress reports). May be empty.
@@ -67,6 +71,10 @@ struct PrefillOptions {
   std::vector<float>* capture_qkv = nullptr;
   bool stop_after_capture = false;  // then final_hidden is left empty
 };
+
+// `hyper` with its keys per query (block + samples) rescaled to `keys`, the block keeping its
+// share (at least 1 key); the remaining parameters unchanged.
+AttentionConfig with_keys_per_query(const AttentionConfig& hyper, std::int64_t keys);
 
 class LlamaModel {
  public:

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 
 #include "core/bfloat16.hpp"
 #include "core/engine.hpp"
@@ -106,8 +107,10 @@ struct Hyper {
   }
 
   // Non-causal sub-problem: queries [q0,q1) x keys [k0,k1), specification §2.
+  // A causal plan's off-diagonal sub-problems pass `delta`: query i sits at key position i + delta,
+  // so its local window (config.local_window) is keys [i + delta - window, i + delta).
   Rows noncausal(std::int64_t b, std::int64_t h, std::int64_t q0, std::int64_t q1, std::int64_t k0, std::int64_t k1,
-                 std::uint64_t subproblem) const {
+                 std::uint64_t subproblem, std::optional<std::int64_t> delta = std::nullopt) const {
     const std::int64_t nq = q1 - q0;
     const std::int64_t sinks = core::sinks_of(k0, k1, c);
     if (!core::approximated(nq, k1 - k0, c, sinks)) return exact_rows(H, b, h, q0, q1, k0, k1, std::numeric_limits<std::int64_t>::max() / 4, scale);
@@ -124,6 +127,7 @@ struct Hyper {
       const std::int64_t m = c.sampling == Sampling::stratified ? std::min(budget, outside) : (outside > 0 ? budget : 0);
       std::vector<const double*> kr, vr;
       std::vector<double> bias;
+      std::vector<std::int64_t> sample_keys;  // [m]
       for (std::int64_t j = k0; j < k0 + sinks; ++j) {
         kr.push_back(H.krow(b, hkv, j));
         vr.push_back(H.vrow(b, hkv, j));
@@ -152,9 +156,31 @@ struct Hyper {
         kr.push_back(H.krow(b, hkv, key));
         vr.push_back(H.vrow(b, hkv, key));
         bias.push_back(std::log(weight));
+        sample_keys.push_back(key);
       }
       for (std::int64_t s = beta * nq / blocks; s < (beta + 1) * nq / blocks; ++s) {
         const std::int64_t i = qs[s];
+        if (delta && c.causal && c.local_window > 0) {
+          // The window's keys exactly; the block's and the samples' keys inside it count zero.
+          const std::int64_t w0 = std::max(k0 + sinks, i + *delta - c.local_window), w1 = std::min(k1, i + *delta);
+          if (w0 < w1) {
+            std::vector<const double*> wk = kr, wv = vr;
+            std::vector<double> wb = bias;
+            const std::size_t fixed = static_cast<std::size_t>(sinks);
+            for (std::size_t j = fixed; j < wk.size(); ++j) {
+              const std::int64_t key = j < fixed + static_cast<std::size_t>(blk) ? ks[start + static_cast<std::int64_t>(j - fixed)]
+                                                                                  : sample_keys[j - fixed - static_cast<std::size_t>(blk)];
+              if (key >= w0 && key < w1) wb[j] = kNegInf;
+            }
+            for (std::int64_t key = w0; key < w1; ++key) {
+              wk.push_back(H.krow(b, hkv, key));
+              wv.push_back(H.vrow(b, hkv, key));
+              wb.push_back(0.0);
+            }
+            attend_row(H.qrow(b, h, i), wk, wv, wb, H.d, scale, &r.out[(i - q0) * H.d], &r.lse[i - q0]);
+            continue;
+          }
+        }
         attend_row(H.qrow(b, h, i), kr, vr, bias, H.d, scale, &r.out[(i - q0) * H.d], &r.lse[i - q0]);
       }
     }
@@ -167,7 +193,7 @@ struct Hyper {
     const std::int64_t mid = s + (t - s + 1) / 2;
     Rows top = causal(b, h, s, mid, e, p);
     Rows bottom = causal(b, h, mid, t, e, p);
-    merge_into(bottom, 0, noncausal(b, h, e + mid, e + t, p + s, p + mid, rng::subproblem_id(e + mid, p + s)), H.d);
+    merge_into(bottom, 0, noncausal(b, h, e + mid, e + t, p + s, p + mid, rng::subproblem_id(e + mid, p + s), p - e), H.d);
     top.out.insert(top.out.end(), bottom.out.begin(), bottom.out.end());
     top.lse.insert(top.lse.end(), bottom.lse.begin(), bottom.lse.end());
     return top;
@@ -253,7 +279,7 @@ Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
       }
       const std::int64_t e = std::max<std::int64_t>(0, H.nq - H.nk), rows = H.nq - e, p = H.nk - rows;
       Rows r = hy.causal(b, h, 0, rows, e, p);
-      if (p > 0) merge_into(r, 0, hy.noncausal(b, h, e, H.nq, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull), H.d);
+      if (p > 0) merge_into(r, 0, hy.noncausal(b, h, e, H.nq, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull, p - e), H.d);
       std::copy(r.out.begin(), r.out.end(), result->out.begin() + (o + e) * H.d);
       std::copy(r.lse.begin(), r.lse.end(), result->lse.begin() + o + e);
     }

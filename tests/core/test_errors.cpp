@@ -147,7 +147,7 @@ TEST(Errors, InjectedRandomness) {
   s = hyper_attention(f.a, f.c, inj2);
   EXPECT_NE(s.message().find("injected.projections[5] is inf"), std::string::npos) << s.message();
 }
-TEST(Presets, PaperAndStratifiedKeepTheKeysPerQuery) {
+TEST(Presets, PresetsKeepTheKeysPerQuery) {
   AttentionConfig c;
   c.block_size = 64;
   c.sample_size = 64;
@@ -161,6 +161,23 @@ TEST(Presets, PaperAndStratifiedKeepTheKeysPerQuery) {
   EXPECT_EQ(c.sampling, Sampling::stratified);
   EXPECT_EQ(c.block_size, 16);
   EXPECT_EQ(c.sample_size, 112);
+  // stratified-window at 128 keys and leaves of 1024: window 32, whose 32 * 33 / 2 = 528 extra
+  // keys per leaf are a mean of 0.52 per row, charged as 1 sample.
+  c.min_seq_len = 1024;
+  ASSERT_TRUE(apply_preset("stratified-window", &c).ok());
+  EXPECT_EQ(c.sampling, Sampling::stratified);
+  EXPECT_EQ(c.block_size, 16);
+  EXPECT_EQ(c.local_window, 32);
+  EXPECT_EQ(c.sample_size, 111);
+  c.block_size = 256;  // 512 keys, leaves of 4096: window 128, 128 * 129 / 2 / 4096 = 2.02 -> 3
+  c.sample_size = 256;
+  c.min_seq_len = 4096;
+  ASSERT_TRUE(apply_preset("stratified-window", &c).ok());
+  EXPECT_EQ(c.block_size, 64);
+  EXPECT_EQ(c.local_window, 128);
+  EXPECT_EQ(c.sample_size, 445);
+  ASSERT_TRUE(apply_preset("paper", &c).ok());
+  EXPECT_EQ(c.local_window, 0);
   const Status s = apply_preset("best", &c);
   EXPECT_EQ(s.code(), StatusCode::invalid_argument);
   EXPECT_NE(s.message().find("preset is \"best\""), std::string::npos) << s.message();

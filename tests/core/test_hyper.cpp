@@ -148,14 +148,17 @@ TEST(HyperAttention, ConstantValuesGiveThatConstant) {
 // Over many seeds, e^{lse} (the estimated softmax denominator) and e^{lse} * out (the estimated
 // numerator) average to the exact sums: the block part is exact and the weighted samples are
 // unbiased for the rest. The bound is 5 standard errors of the mean, from the sample variance.
-void check_unbiased(Sampling sampling) {
+// Causal with a local window: rows chosen next to the recursion's boundaries (256, 384), where the
+// window reaches into the approximated parts, and far from them.
+void check_unbiased(Sampling sampling, bool causal = false, std::int64_t window = 0) {
   Problem p({1, 1, 1, 512, 512, 32}, DType::f32, Layout::bhsd, 71, 1.2f);
   reference::Output ex;
-  AttentionConfig cfg = hyper_config(64, 16, 0, 4, false);
+  AttentionConfig cfg = hyper_config(64, 16, causal ? 100 : 0, 4, causal);
   cfg.sampling = sampling;
+  cfg.local_window = window;
   ASSERT_TRUE(reference::exact_attention(p.args(), cfg, &ex).ok());
   const int runs = 300;
-  const std::vector<int> rows = {0, 17, 255, 400, 511};
+  const std::vector<int> rows = causal ? std::vector<int>{130, 257, 270, 385, 511} : std::vector<int>{0, 17, 255, 400, 511};
   std::vector<double> sum(rows.size() * 2), sum2(rows.size() * 2);
   for (int s = 0; s < runs; ++s) {
     cfg.seed = static_cast<std::uint64_t>(1000 + s);
@@ -299,6 +302,78 @@ TEST(HyperVariants, SinksAreMarkedInLshBlocks) {
   ASSERT_TRUE(lsh_blocks(p.args(), cfg, {}, qb.data(), kb.data()).ok());
   for (int j = 0; j < 10; ++j) EXPECT_EQ(kb[static_cast<std::size_t>(j)], -1);
   for (int j = 10; j < 500; ++j) EXPECT_GE(kb[static_cast<std::size_t>(j)], 0);
+}
+
+}  // namespace
+}  // namespace hyperattn::testing
+
+namespace hyperattn::testing {
+namespace {
+
+// A causal problem whose recursion has several approximated levels (n 1000, leaves <= 100).
+TEST(HyperVariants, LocalWindowMatchesReference) {
+  for (Sampling sampling : {Sampling::uniform, Sampling::stratified})
+    for (std::int64_t window : {1, 16, 300})
+      for (std::int64_t sinks : {0, 16}) {
+        SCOPED_TRACE(std::to_string(static_cast<int>(sampling)) + " window " + std::to_string(window) + " sinks " +
+                     std::to_string(sinks));
+        Problem p({1, 2, 1, 1000, 1000, 64}, DType::f32, Layout::bshd, 107, 1.5f);
+        AttentionConfig cfg = hyper_config(64, 32, 100, 6, true);
+        cfg.sampling = sampling;
+        cfg.local_window = window;
+        cfg.sink_keys = sinks;
+        expect_matches_reference(p, cfg);
+      }
+}
+
+TEST(HyperVariants, LocalWindowWithVisiblePrefixMatchesReference) {
+  // seq_q < seq_kv: the visible-prefix part also carries the window of the first causal rows.
+  Problem p({1, 3, 1, 700, 900, 32}, DType::f32, Layout::bhsd, 108, 1.5f);
+  AttentionConfig cfg = hyper_config(32, 32, 64, 5, true);
+  cfg.sampling = Sampling::stratified;
+  cfg.local_window = 40;
+  expect_matches_reference(p, cfg);
+}
+
+TEST(HyperVariants, LocalWindowCoveringEverythingIsExact) {
+  // Every key of every approximated part lies within the window of every query that sees it.
+  Problem p({1, 2, 1, 600, 600, 32}, DType::f32, Layout::bhsd, 109);
+  AttentionConfig cfg = hyper_config(16, 8, 50, 5, true);
+  cfg.local_window = 600;
+  expect_matches_exact(p, cfg);
+}
+
+TEST(HyperVariants, LocalWindowChangesOnlyRowsItReaches) {
+  // Window 10 with leaves of at most 100 rows: a row more than 10 positions after the start of its
+  // leaf (and of every off-diagonal part) has its whole window inside its exact leaf, so its output
+  // is bit-identical to the run without a window; rows right after a boundary differ.
+  Problem a({1, 1, 1, 800, 800, 32}, DType::f32, Layout::bhsd, 110, 1.5f);
+  Problem b({1, 1, 1, 800, 800, 32}, DType::f32, Layout::bhsd, 110, 1.5f);
+  AttentionConfig cfg = hyper_config(16, 8, 100, 5, true);
+  ASSERT_TRUE(hyper_attention(a.args(), cfg).ok());
+  cfg.local_window = 10;
+  ASSERT_TRUE(hyper_attention(b.args(), cfg).ok());
+  EXPECT_NE(a.lse[400], b.lse[400]);  // the first row of the top level's second half
+  for (std::size_t i : {450u, 499u, 720u, 799u}) EXPECT_EQ(a.lse[i], b.lse[i]) << "row " << i;
+}
+
+TEST(HyperVariants, LocalWindowIsUnbiased) {
+  check_unbiased(Sampling::uniform, true, 24);
+  check_unbiased(Sampling::stratified, true, 24);
+}
+
+TEST(HyperVariants, LocalWindowIsDeterministicAcrossThreads) {
+  std::vector<std::uint8_t> first;
+  for (int threads : {1, 3}) {
+    Problem p({1, 2, 1, 1500, 1500, 64}, DType::f32, Layout::bshd, 111);
+    AttentionConfig cfg = hyper_config(32, 96, 128, 7, true);
+    cfg.sampling = Sampling::stratified;
+    cfg.local_window = 64;
+    cfg.threads = threads;
+    ASSERT_TRUE(hyper_attention(p.args(), cfg).ok());
+    if (first.empty()) first = p.out.storage;
+    else EXPECT_EQ(0, std::memcmp(first.data(), p.out.storage.data(), first.size()));
+  }
 }
 
 }  // namespace

@@ -118,6 +118,53 @@ TEST(TinyLlamaPrefill, HyperAttentionBelowMinSeqLenIsExact) {
   for (std::size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-5f) << i;
 }
 
+TEST(TinyLlamaPrefill, PerLayerBudgetsAreUsed) {
+  TinyShape shape;
+  TempDir dir("layerkeys");
+  write_tiny(shape, {io::ElemType::f32, true, false}, dir.str());
+  LlamaModel model;
+  ASSERT_TRUE(LlamaModel::load(dir.str(), &model).ok());
+  const std::int64_t n = 64;
+  const auto tokens = random_tokens(n, shape.vocab, 4);
+  PrefillOptions exact;
+  exact.threads = 2;
+  PrefillOptions hyper = exact;
+  hyper.layer_attention.assign(static_cast<std::size_t>(shape.layers), LayerAttention::hyper);
+  hyper.hyper.min_seq_len = 8;
+  hyper.hyper.block_size = 4;
+  hyper.hyper.sample_size = 4;
+  std::vector<float> e, base, same, wide, other;
+  ASSERT_TRUE(model.prefill(tokens.data(), n, exact, &e, nullptr).ok());
+  ASSERT_TRUE(model.prefill(tokens.data(), n, hyper, &base, nullptr).ok());
+  PrefillOptions budgets = hyper;
+  budgets.layer_keys.assign(static_cast<std::size_t>(shape.layers), 8);  // the base budget everywhere
+  ASSERT_TRUE(model.prefill(tokens.data(), n, budgets, &same, nullptr).ok());
+  EXPECT_EQ(base, same);
+  budgets.layer_keys.assign(static_cast<std::size_t>(shape.layers), 64);  // covers every off-diagonal part: exact
+  ASSERT_TRUE(model.prefill(tokens.data(), n, budgets, &wide, nullptr).ok());
+  for (std::size_t i = 0; i < e.size(); ++i) ASSERT_NEAR(e[i], wide[i], 1e-5f) << i;
+  budgets.layer_keys.assign(static_cast<std::size_t>(shape.layers), 8);
+  budgets.layer_keys[0] = 16;
+  ASSERT_TRUE(model.prefill(tokens.data(), n, budgets, &other, nullptr).ok());
+  EXPECT_NE(base, other);
+  budgets.layer_keys.assign(1, 8);
+  EXPECT_NE(model.prefill(tokens.data(), n, budgets, &other, nullptr).message().find("layer_keys"), std::string::npos);
+  budgets.layer_keys.assign(static_cast<std::size_t>(shape.layers), 0);
+  EXPECT_NE(model.prefill(tokens.data(), n, budgets, &other, nullptr).message().find("layer_keys[0]"), std::string::npos);
+}
+
+TEST(TinyLlamaPrefill, KeysPerQueryKeepTheBlockShare) {
+  AttentionConfig c;
+  c.block_size = 16;
+  c.sample_size = 112;
+  AttentionConfig r = with_keys_per_query(c, 335);  // 335 * 16 / 128 = 41.9 -> 42
+  EXPECT_EQ(r.block_size, 42);
+  EXPECT_EQ(r.sample_size, 293);
+  r = with_keys_per_query(c, 3);  // the block keeps at least one key
+  EXPECT_EQ(r.block_size, 1);
+  EXPECT_EQ(r.sample_size, 2);
+}
+
 TEST(TinyLlamaPrefill, CaptureReturnsTheRotatedProjection) {
   TinyShape shape;
   TempDir dir("capture");

@@ -160,5 +160,47 @@ TEST_F(Cli, BenchWritesJsonRecords) {
   }
 }
 
+TEST_F(Cli, EvalLayerBudgetsLocalWindowAndPerPosition) {
+  const std::string model = std::string(HYPERATTN_SOURCE_DIR) + "/models/llama-11m-32k";
+  const std::string text = std::string(HYPERATTN_SOURCE_DIR) + "/data/emma.txt";
+  const std::string common = "eval --model " + model + " --text " + text +
+                             " --seq-len 512 --windows 1 --patch all --min-seq-len 64 --block-size 8 --sample-size 24 "
+                             "--threads 2 --quiet";
+  // stratified-window: block 4, window 8, samples 28 - ceil(8 * 9 / 2 / 64) = 27.
+  ASSERT_EQ(run(common + " --preset stratified-window --layer-keys auto --json " + p("e.json") + " --per-position " + p("pos.tsv")), 0)
+      << err();
+  std::ifstream f(p("e.json"));
+  const auto j = nlohmann::json::parse(f);
+  ASSERT_EQ(j["layer_sensitivity_kl"].size(), 6u);
+  for (const auto& k : j["layer_sensitivity_kl"]) EXPECT_GT(k.get<double>(), 0.0);  // every layer is approximated
+  const auto& r = j["results"][0];
+  EXPECT_EQ(r["local_window"].get<std::int64_t>(), 8);
+  EXPECT_EQ(r["block_size"].get<std::int64_t>(), 4);
+  EXPECT_EQ(r["sample_size"].get<std::int64_t>(), 27);
+  ASSERT_EQ(r["layer_keys"].size(), 6u);
+  std::int64_t total = 0;
+  for (const auto& k : r["layer_keys"]) total += k.get<std::int64_t>();
+  // 31 keys per query (block 4 + samples 27) on average over the 6 layers.
+  EXPECT_LE(total, 6 * 31);
+  EXPECT_GT(total, 6 * 31 - 6);
+  std::ifstream pos(p("pos.tsv"));
+  std::string line;
+  std::getline(pos, line);
+  EXPECT_EQ(line, "patch\twindow\tposition\tnll_exact\tnll_patched\tkl");
+  int rows = 0;
+  double kl_sum = 0.0;
+  while (std::getline(pos, line)) {
+    ++rows;
+    kl_sum += std::stod(line.substr(line.rfind('\t') + 1));
+  }
+  EXPECT_EQ(rows, 511);
+  EXPECT_NEAR(kl_sum / rows, r["kl"].get<double>(), 1e-6 * (1.0 + r["kl"].get<double>()));
+
+  for (const char* bad : {"1,2,3", "auto,5", "0,1,1,1,1,1"}) {
+    EXPECT_EQ(run(common + " --layer-keys " + bad), 2) << bad;
+    EXPECT_NE(err().find("--layer-keys"), std::string::npos) << err();
+  }
+}
+
 }  // namespace
 }  // namespace hyperattn
