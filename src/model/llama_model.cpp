@@ -11,6 +11,7 @@
 #include "hyperattn/attention.hpp"
 #include "hyperattn/tensor.hpp"
 #include "model/parallel.hpp"
+#include "model/vector_math.hpp"
 
 namespace hyperattn::model {
 namespace {
@@ -242,7 +243,7 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
           const float* g = gate_up.data() + r * 2 * inter;  // [inter]
           const float* u = g + inter;                       // [inter]
           float* a = act.data() + r * inter;                // [inter]
-          for (std::int64_t i = 0; i < inter; ++i) a[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+          silu_mul(g, u, inter, a);
         }
       });
       // x [rows, hidden] += act [rows, inter] . W_down^T, W_down [hidden, inter]
