@@ -20,9 +20,10 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// Rows of the MLP processed at once: keeps the [rows, 2 * intermediate] buffer small while the
-// GEMMs stay large enough to run at full speed.
-constexpr std::int64_t kMlpRowChunk = 1024;
+// Rows of the MLP processed at once: bounds the [rows, 2 * intermediate] buffer (32 MiB at
+// intermediate 1024) while the GEMMs stay large. Standalone (2 threads, 32768 rows, medians of 5, two
+// runs) the MLP GEMMs ran at 86.5 / 89.6 GFLOP per CPU-second in 1024-row chunks, 93 / 91.8 in 4096.
+constexpr std::int64_t kMlpRowChunk = 4096;
 
 int as_int(std::int64_t v) { return static_cast<int>(v); }
 
@@ -154,8 +155,8 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
   std::vector<float> qkv(static_cast<std::size_t>(n * qkv_width));     // [n, q_width + 2 kv_width]
   std::vector<float> attn(static_cast<std::size_t>(n * c.q_width()));  // [n, heads_q * head_dim]
   const std::int64_t mlp_rows = std::min(n, kMlpRowChunk);
-  std::vector<float> gate_up(static_cast<std::size_t>(mlp_rows * 2 * inter));  // [mlp_rows, 2 inter]
-  std::vector<float> act(static_cast<std::size_t>(mlp_rows * inter));          // [mlp_rows, inter]
+  // [mlp_rows, 2 inter]: gate then up per row; the SwiGLU result overwrites the gate half.
+  std::vector<float> gate_up(static_cast<std::size_t>(mlp_rows * 2 * inter));
 
   auto start = Clock::now();
   for (std::int64_t i = 0; i < n; ++i) {
@@ -240,15 +241,15 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
                   as_int(2 * inter));
       parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
         for (std::int64_t r = begin; r < end; ++r) {
-          const float* g = gate_up.data() + r * 2 * inter;  // [inter]
-          const float* u = g + inter;                       // [inter]
-          float* a = act.data() + r * inter;                // [inter]
-          silu_mul(g, u, inter, a);
+          float* g = gate_up.data() + r * 2 * inter;  // [inter], becomes silu(g) * u
+          const float* u = g + inter;                 // [inter]
+          silu_mul(g, u, inter, g);
         }
       });
-      // x [rows, hidden] += act [rows, inter] . W_down^T, W_down [hidden, inter]
+      // x [rows, hidden] += act [rows, inter] . W_down^T, W_down [hidden, inter]; act is the first
+      // half of each gate_up row (leading dimension 2 inter)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(hidden), as_int(inter), 1.0f,
-                  act.data(), as_int(inter), w.down_proj.data(), as_int(inter), 1.0f, x.data() + r0 * hidden,
+                  gate_up.data(), as_int(2 * inter), w.down_proj.data(), as_int(inter), 1.0f, x.data() + r0 * hidden,
                   as_int(hidden));
     }
     t.mlp += seconds_since(start);
