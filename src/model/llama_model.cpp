@@ -59,39 +59,48 @@ void rms_norm(const float* x, const float* weight, std::int64_t rows, std::int64
     for (std::int64_t r = begin; r < end; ++r) {
       const float* xr = x + r * width;  // [width]
       float* yr = y + r * width;        // [width]
-      float sum_sq = 0.0f;
-      for (std::int64_t i = 0; i < width; ++i) sum_sq += xr[i] * xr[i];
-      // HF: x * rsqrt(mean(x^2) + eps) in fp32, then times the weight.
-      const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(width) + static_cast<float>(eps));
+      // HF: x * rsqrt(mean(x^2) + eps) in fp32, then times the weight; the mean here is summed in
+      // double (lanes, vectorised) and rounded once to fp32.
+      const auto mean_sq = static_cast<float>(sum_squares_f32(xr, width) / static_cast<double>(width));
+      const float inv_rms = 1.0f / std::sqrt(mean_sq + static_cast<float>(eps));
       for (std::int64_t i = 0; i < width; ++i) yr[i] = weight[i] * (xr[i] * inv_rms);
     }
   });
 }
 
 void rope_tables(std::int64_t n, std::int64_t head_dim, double theta, RopeAngles angles, std::vector<float>* cos_table,
-                 std::vector<float>* sin_table) {
+                 std::vector<float>* sin_table, int threads) {
   const std::int64_t half = head_dim / 2;
   cos_table->resize(static_cast<std::size_t>(n * half));  // [n, head_dim / 2]
   sin_table->resize(static_cast<std::size_t>(n * half));  // [n, head_dim / 2]
+  std::vector<double> inv_freq_f64(static_cast<std::size_t>(half));  // [head_dim / 2]
+  std::vector<float> inv_freq_f32(static_cast<std::size_t>(half));   // [head_dim / 2]
   for (std::int64_t i = 0; i < half; ++i) {
     const auto exponent = static_cast<double>(2 * i) / static_cast<double>(head_dim);
-    const double inv_freq_f64 = std::pow(theta, -exponent);
+    inv_freq_f64[static_cast<std::size_t>(i)] = std::pow(theta, -exponent);
     // transformers: inv_freq = 1 / theta ** (arange(0, d, 2).float() / d) in fp32
-    const float inv_freq_f32 =
+    inv_freq_f32[static_cast<std::size_t>(i)] =
         1.0f / std::pow(static_cast<float>(theta), static_cast<float>(2 * i) / static_cast<float>(head_dim));
-    for (std::int64_t p = 0; p < n; ++p) {
-      const auto at = static_cast<std::size_t>(p * half + i);
-      if (angles == RopeAngles::float32) {
-        const float angle = static_cast<float>(p) * inv_freq_f32;  // one fp32 rounding, as transformers
-        (*cos_table)[at] = std::cos(angle);
-        (*sin_table)[at] = std::sin(angle);
-      } else {
-        const double angle = static_cast<double>(p) * inv_freq_f64;
-        (*cos_table)[at] = static_cast<float>(std::cos(angle));
-        (*sin_table)[at] = static_cast<float>(std::sin(angle));
+  }
+  float* cos_out = cos_table->data();
+  float* sin_out = sin_table->data();
+  parallel_rows(threads, n, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t p = begin; p < end; ++p) {
+      for (std::int64_t i = 0; i < half; ++i) {
+        const auto at = static_cast<std::size_t>(p * half + i);
+        if (angles == RopeAngles::float32) {
+          // one fp32 rounding, as transformers
+          const float angle = static_cast<float>(p) * inv_freq_f32[static_cast<std::size_t>(i)];
+          cos_out[at] = std::cos(angle);
+          sin_out[at] = std::sin(angle);
+        } else {
+          const double angle = static_cast<double>(p) * inv_freq_f64[static_cast<std::size_t>(i)];
+          cos_out[at] = static_cast<float>(std::cos(angle));
+          sin_out[at] = static_cast<float>(std::sin(angle));
+        }
       }
     }
-  }
+  });
 }
 
 void apply_rope(float* x, std::int64_t rows, std::int64_t row_stride, std::int64_t heads, std::int64_t head_dim,
@@ -167,7 +176,7 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
 
   start = Clock::now();
   std::vector<float> cos_table, sin_table;  // [n, head_dim / 2]
-  rope_tables(n, d, c.rope_theta, options.rope_angles, &cos_table, &sin_table);
+  rope_tables(n, d, c.rope_theta, options.rope_angles, &cos_table, &sin_table, threads);
   t.rope += seconds_since(start);
 
   // Views of the fused projection in the [batch, heads, seq, head_dim] frame: no copies.

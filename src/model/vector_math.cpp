@@ -74,4 +74,15 @@ double kl_terms_f32(const float* a, const float* b, std::int64_t n) {
   return sum_lanes(acc);
 }
 
+HYPERATTN_MODEL_CLONES
+double sum_squares_f32(const float* x, std::int64_t n) {
+  double acc[kLanes] = {};  // [kLanes] partial sums of lanes i mod kLanes
+  std::int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (std::int64_t j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(x[i + j] * x[i + j]);
+  }
+  for (; i < n; ++i) acc[0] += static_cast<double>(x[i] * x[i]);
+  return sum_lanes(acc);
+}
+
 }  // namespace hyperattn::model

@@ -63,4 +63,7 @@ double sum_exp_f32(const float* x, std::int64_t n, float shift);
 // sum_i exp(a[i]) * (a[i] - b[i]) in double: KL(p || q) from log-probabilities a = log p, b = log q.
 double kl_terms_f32(const float* a, const float* b, std::int64_t n);
 
+// sum_i x[i]^2, the squares in fp32 (exact to 1/2 ulp), the sum in double.
+double sum_squares_f32(const float* x, std::int64_t n);
+
 }  // namespace hyperattn::model

@@ -3,7 +3,8 @@
 //   exp_f32: <= 2 ulp of the true value (ulp = 2^-149 below FLT_MIN);
 //   silu_mul: exp (2 ulp, and 1 + e inherits at most that relative error) + the rounding of 1 + e,
 //     of the division and of the product (0.5 ulp each) = 3.5 ulp, so 4 ulp;
-//   sums: every term within 2 ulp (2^-22 relative) and added in double, so 2^-22 of sum |term|.
+//   sums: every term within 2 ulp (2^-22 relative) and added in double, so 2^-22 of sum |term|;
+//   the sum of squares only reorders double additions.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -152,8 +153,9 @@ TEST(VectorMath, ReductionsAgainstDouble) {
     EXPECT_EQ(max_f32(a.data(), n), mx) << n;
 
     const float shift = n > 0 ? mx : 0.0f;
-    double sum = 0.0, sum_kl = 0.0, abs_kl = 0.0;
+    double sum = 0.0, sum_kl = 0.0, abs_kl = 0.0, sum_sq = 0.0;
     for (std::size_t i = 0; i < a.size(); ++i) {
+      sum_sq += static_cast<double>(a[i] * a[i]);  // fp32 squares, as the loop
       sum += std::exp(static_cast<double>(a[i] - shift));  // the same fp32 subtraction as the loop
       const double t = std::exp(static_cast<double>(a[i])) * static_cast<double>(a[i] - b[i]);
       sum_kl += t;
@@ -162,6 +164,8 @@ TEST(VectorMath, ReductionsAgainstDouble) {
     const double bound = std::ldexp(1.0, -22);
     EXPECT_NEAR(sum_exp_f32(a.data(), n, shift), sum, bound * sum + 1e-300) << n;
     EXPECT_NEAR(kl_terms_f32(a.data(), b.data(), n), sum_kl, bound * abs_kl + 1e-300) << n;
+    // Only the order of the double additions differs.
+    EXPECT_NEAR(sum_squares_f32(a.data(), n), sum_sq, 1e-14 * sum_sq + 1e-300) << n;
   }
   // A NaN anywhere reaches the sums; max skips it.
   std::vector<float> x(37, 1.0f);
