@@ -22,14 +22,14 @@ namespace hyperattn::model {
 
 inline float exp_f32(float x) {
   constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693359375f;          // 355 / 512, 9 significant bits
+  constexpr float kLn2Hi = 0.693359375f;              // 355 / 512, 9 significant bits
   constexpr float kLn2Lo = -2.12194440054690583e-4f;  // ln 2 - kLn2Hi
-  constexpr float kRound = 12582912.0f;           // 1.5 * 2^23: t + kRound rounds t to an integer
+  constexpr float kRound = 12582912.0f;               // 1.5 * 2^23: t + kRound rounds t to an integer
   x = x < -110.0f ? -110.0f : x;  // comparisons are false for NaN, which stays NaN
   x = x > 100.0f ? 100.0f : x;
   const float shifted = x * kLog2e + kRound;
   const float nf = shifted - kRound;  // round(x log2 e), exact
-  // n in [-159, 145] sits in the low mantissa bits of `shifted` (two's complement offset by kRound).
+  // n in [-159, 144] sits in the low mantissa bits of `shifted` (two's complement offset by kRound).
   const std::uint32_t n = std::bit_cast<std::uint32_t>(shifted) - std::bit_cast<std::uint32_t>(kRound);
   const float r = (x - nf * kLn2Hi) - nf * kLn2Lo;
   float p = 1.0f / 5040.0f;
@@ -40,7 +40,7 @@ inline float exp_f32(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  // 2^n = 2^n1 * 2^n2, n1 = n >> 1 (arithmetic), both in [-80, 73]: biased exponents in the normal range.
+  // 2^n = 2^n1 * 2^n2, n1 = n >> 1 (arithmetic), both in [-80, 72]: biased exponents in the normal range.
   const std::uint32_t n1 = static_cast<std::uint32_t>(static_cast<std::int32_t>(n) >> 1);
   const std::uint32_t n2 = n - n1;
   const float s1 = std::bit_cast<float>((n1 + 127u) << 23);
