@@ -104,9 +104,10 @@ class LlamaModel {
 void rms_norm(const float* x, const float* weight, std::int64_t rows, std::int64_t width, double eps, float* y,
               int threads);
 
-// The rotary tables for positions [0, n): cos, sin [n, head_dim / 2], angle = pos * theta^(-2i/d).
+// The rotary tables for positions [0, n): cos, sin [n, head_dim / 2], angle = pos * theta^(-2i/d);
+// positions split over `threads` (the values do not depend on it).
 void rope_tables(std::int64_t n, std::int64_t head_dim, double theta, RopeAngles angles, std::vector<float>* cos_table,
-                 std::vector<float>* sin_table);
+                 std::vector<float>* sin_table, int threads = 1);
 
 // Rotate-half RoPE applied in place to `heads` heads of each row of x: row r, head h is
 // x[r * row_stride + h * head_dim + (0..head_dim)]. For i < d/2: (x_i, x_{i+d/2}) becomes

@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <limits>
 
 #include "model/parallel.hpp"
+#include "model/vector_math.hpp"
 
 namespace hyperattn::model {
 namespace {
@@ -23,10 +23,8 @@ void log_softmax_rows(float* x, std::int64_t rows, std::int64_t width, int threa
   parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t r = begin; r < end; ++r) {
       float* row = x + r * width;  // [width]
-      float max = -std::numeric_limits<float>::infinity();
-      for (std::int64_t i = 0; i < width; ++i) max = std::max(max, row[i]);
-      double sum = 0.0;
-      for (std::int64_t i = 0; i < width; ++i) sum += static_cast<double>(std::exp(row[i] - max));  // expf: 1 ulp
+      const float max = max_f32(row, width);
+      const double sum = sum_exp_f32(row, width, max);  // terms within 2 ulp (vector_math.hpp), sum in double
       const float lse = max + static_cast<float>(std::log(sum));
       for (std::int64_t i = 0; i < width; ++i) row[i] -= lse;
     }
@@ -84,11 +82,7 @@ Status score_next_tokens(const LlamaModel& model, const float* hidden, const flo
       for (std::int64_t r = begin; r < end; ++r) {
         const float* a = lp_ref.data() + r * vocab;  // [vocab] reference log-probs
         const float* b = lp.data() + r * vocab;      // [vocab] scored log-probs
-        double kl = 0.0;
-        for (std::int64_t i = 0; i < vocab; ++i) {
-          kl += static_cast<double>(std::exp(a[i])) * static_cast<double>(a[i] - b[i]);
-        }
-        s.kl[static_cast<std::size_t>(r0 + r)] = kl;
+        s.kl[static_cast<std::size_t>(r0 + r)] = kl_terms_f32(a, b, vocab);
         s.reference_nll[static_cast<std::size_t>(r0 + r)] = -static_cast<double>(a[tokens[r0 + r + 1]]);
       }
     });

@@ -98,6 +98,16 @@ TEST(TinyLlamaRope, Float32AnglesStayCloseToDoubleAnglesAtShortRange) {
   }
 }
 
+TEST(TinyLlamaRope, TablesDoNotDependOnThreads) {
+  for (RopeAngles angles : {RopeAngles::float32, RopeAngles::float64}) {
+    std::vector<float> c1, s1, c3, s3;
+    rope_tables(1000, 64, 500000.0, angles, &c1, &s1, 1);
+    rope_tables(1000, 64, 500000.0, angles, &c3, &s3, 3);
+    EXPECT_EQ(c1, c3);
+    EXPECT_EQ(s1, s3);
+  }
+}
+
 TEST(TinyLlamaPrefill, HyperAttentionBelowMinSeqLenIsExact) {
   TinyShape shape;
   TempDir dir("hyperexact");
