@@ -550,7 +550,10 @@ void dense_impl(const DenseAttentionTile& t) {
           }
           // NaN is sticky: std::max(NaN, x) keeps the NaN running max, and a NaN tile max sets it.
           const float m_new = tile_max != tile_max ? tile_max : std::max(m[row], tile_max);
-          corr[r] = std::exp2(m[row] - m_new);  // 0 on the first visible tile (m = -inf)
+          // 2^(m - m_new): 0 on the first visible tile (m = -inf), 1 where the max stays; both exact
+          // (C Annex F), so only the other cases need the call.
+          const float dm = m[row] - m_new;
+          corr[r] = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
           const __m512 vm = _mm512_set1_ps(m_new);
           __m512 vsum = _mm512_setzero_ps();
           for (int c = 0; c < pv_keys; c += kW) {
