@@ -362,6 +362,13 @@ void dense(const DenseAttentionTile& t) {
     }
 
     for (int r = 0; r < nr; ++r) {
+      // The gathered output rows are in L2 since the last key tile, but their address
+      // translations are long gone from the TLBs: touch them again a few rows ahead.
+      if (t.out_index && r + kPrefetchAhead < nr) {
+        const std::int64_t ahead = t.out_index[r0 + r + kPrefetchAhead];
+        prefetch_row(DType::f32, t.out, t.out_row_stride, ahead, dv);
+        if (t.lse) _mm_prefetch(reinterpret_cast<const char*>(t.lse + ahead), _MM_HINT_T0);
+      }
       const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
       // The row's result (in place in obuf with merge, else straight into out) and its lse.
       float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
