@@ -103,30 +103,41 @@ struct AlignedFloats {
   explicit AlignedFloats(std::size_t n) : p(static_cast<float*>(std::aligned_alloc(64, (n * 4 + 63) / 64 * 64)), &std::free) {}
 };
 
-enum class KernelShape { dense, causal, hyper };
+enum class KernelShape { dense, causal, hyper, hyper_level };
 
 // One kernel on one thread, in the calls the drivers make:
 //   dense:  query tiles of `rows_per_call` rows against all seq_kv keys (exact attention);
 //   causal: the same tiles at query positions seq_kv/2 .. seq_kv/2 + 512 under the causal mask
 //           (FLOPs count only the visible keys);
 //   hyper:  sorted blocks of 256 rows (q_index, out_index) against 256 block keys + 256 sampled
-//           keys (k_index, key_bias), 16 blocks per iteration.
+//           keys (k_index, key_bias), 16 blocks per iteration;
+//   hyper_level: the same blocks as a causal level runs them: merging into (out, lse) through the
+//           log-sum-exp, each block with the next one as its prefetch hint (tile.next), 64 blocks
+//           per iteration, every query row and block key used once.
 void BM_kernel(benchmark::State& state, const AttentionKernel* kernel, DType dtype, int head_dim,
                std::int64_t seq_kv, KernelShape shape, std::int64_t rows_per_call) {
   const int d = head_dim;
-  const std::int64_t query_rows = shape == KernelShape::hyper ? 16 * 256 : 512;
-  const std::int64_t q_source_rows = shape == KernelShape::hyper ? seq_kv : query_rows;
+  const bool hyper = shape == KernelShape::hyper || shape == KernelShape::hyper_level;
+  const int blocks = shape == KernelShape::hyper_level ? 64 : 16;
+  const std::int64_t query_rows = hyper ? blocks * 256 : 512;
+  const std::int64_t q_source_rows = hyper ? seq_kv : query_rows;
   Data q(q_source_rows * d, 1), k(seq_kv * d, 2), v(seq_kv * d, 3);  // [*, d]
   std::vector<float> out(static_cast<std::size_t>(q_source_rows * d));  // [q_source_rows, d]
-  std::vector<float> lse(static_cast<std::size_t>(q_source_rows));      // [q_source_rows]
+  std::vector<float> lse(static_cast<std::size_t>(q_source_rows), 1.0f);  // [q_source_rows] (a finite partial result)
   AlignedFloats scratch(kernel->scratch_floats(d, d));
   std::mt19937 rng(4);
   std::vector<std::int32_t> perm(static_cast<std::size_t>(q_source_rows));  // [q_source_rows]
   for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<std::int32_t>(i);
   std::shuffle(perm.begin(), perm.end(), rng);
-  std::vector<std::int32_t> key_rows(16 * 512);  // [16 blocks, 512]
+  std::vector<std::int32_t> key_rows(static_cast<std::size_t>(blocks) * 512);  // [blocks, 512]
   std::uniform_int_distribution<std::int32_t> pick(0, static_cast<std::int32_t>(seq_kv - 1));
   for (std::int32_t& x : key_rows) x = pick(rng);
+  if (shape == KernelShape::hyper_level) {  // block keys: a permutation, like a sorted part's blocks
+    std::vector<std::int32_t> key_perm(perm);
+    std::shuffle(key_perm.begin(), key_perm.end(), rng);
+    for (int b = 0; b < blocks; ++b)
+      for (int j = 0; j < 256; ++j) key_rows[static_cast<std::size_t>(b * 512 + j)] = key_perm[static_cast<std::size_t>(b * 256 + j)];
+  }
   std::vector<float> bias(512, 0.0f);  // [512] log weights: block keys 0, samples log((n - b)/m)
   for (int j = 256; j < 512; ++j) bias[j] = std::log(static_cast<float>(seq_kv - 256) / 256.0f);
 
@@ -148,8 +159,8 @@ void BM_kernel(benchmark::State& state, const AttentionKernel* kernel, DType dty
 
   double flops = 0.0;  // per iteration
   std::vector<DenseAttentionTile> calls;
-  if (shape == KernelShape::hyper) {
-    for (int b = 0; b < 16; ++b) {
+  if (hyper) {
+    for (int b = 0; b < blocks; ++b) {
       DenseAttentionTile t = base;
       t.q_index = perm.data() + b * 256;
       t.out_index = t.q_index;
@@ -157,9 +168,12 @@ void BM_kernel(benchmark::State& state, const AttentionKernel* kernel, DType dty
       t.key_bias = bias.data();
       t.rows = 256;
       t.keys = 512;
+      t.merge = shape == KernelShape::hyper_level;
       calls.push_back(t);
       flops += 4.0 * 256 * 512 * d;
     }
+    if (shape == KernelShape::hyper_level)
+      for (std::size_t b = 0; b + 1 < calls.size(); ++b) calls[b].next = &calls[b + 1];
   } else {
     for (std::int64_t r0 = 0; r0 < query_rows; r0 += rows_per_call) {
       DenseAttentionTile t = base;
@@ -255,6 +269,9 @@ void register_all() {
             ->Unit(benchmark::kMillisecond);
         benchmark::RegisterBenchmark((prefix + "/seq_kv:131072/hyper_block:256+256").c_str(), BM_kernel, kernel, dtype, d,
                                      std::int64_t{131072}, KernelShape::hyper, std::int64_t{256})
+            ->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark((prefix + "/seq_kv:131072/hyper_level:256+256").c_str(), BM_kernel, kernel, dtype, d,
+                                     std::int64_t{131072}, KernelShape::hyper_level, std::int64_t{256})
             ->Unit(benchmark::kMillisecond);
       }
   }

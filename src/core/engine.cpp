@@ -91,24 +91,6 @@ struct Context {
   }
 };
 
-// Merges (o_new, l_new) into (o_acc, l_acc): L = logaddexp(L1, L2), O = e^{L1-L} O1 + e^{L2-L} O2.
-// An empty part (l = -inf) contributes nothing.
-inline void merge_row(float* o_acc, float* l_acc, const float* o_new, float l_new, int d) {
-  if (l_new == kNegInf) return;
-  const float l_old = *l_acc;
-  if (l_old == kNegInf) {
-    std::copy(o_new, o_new + d, o_acc);
-    *l_acc = l_new;
-    return;
-  }
-  const float mx = std::max(l_old, l_new);
-  const float w_old = std::exp(l_old - mx);
-  const float w_new = std::exp(l_new - mx);
-  const float inv = 1.0f / (w_old + w_new);
-  for (int c = 0; c < d; ++c) o_acc[c] = (w_old * o_acc[c] + w_new * o_new[c]) * inv;
-  *l_acc = mx + std::log(w_old + w_new);
-}
-
 std::int64_t block_count(const Part& p, const AttentionConfig& c) {
   return (p.k1 - p.k0 - p.sinks + c.block_size - 1) / c.block_size;
 }
@@ -210,10 +192,16 @@ struct ThreadScratch {
   AlignedFloats kernel;
   std::vector<std::int32_t> keys;  // [block + samples] absolute key rows
   std::vector<float> bias;         // [block + samples]
-  std::vector<float> out;          // [rows, d]
-  std::vector<float> lse;          // [rows]
-  std::vector<std::int32_t> rows;  // [rows] the block's rows outside every local window
-  std::vector<std::int32_t> row_keys;  // [block + samples + window] one windowed row's keys
+  // The current tile and the next one (prepared ahead so the kernel can prefetch its rows), with
+  // their key lists: each gathered list is swapped out of keys/bias into its tile's slot.
+  cpu::DenseAttentionTile tile[2];
+  std::vector<std::int32_t> slot_keys[2];
+  std::vector<float> slot_bias[2];
+  int slot = 0;                // tile[slot] holds item `prepared`
+  std::int64_t prepared = -1;  // in the current phase, or -1
+  // Parts with a local window: a block's rows outside every window, and one windowed row's keys.
+  std::vector<std::int32_t> rows;      // [rows of a block]
+  std::vector<std::int32_t> row_keys;  // [block + samples + window]
   std::vector<float> row_bias;         // [block + samples + window]
 };
 
@@ -330,82 +318,11 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   return fixed + m;
 }
 
-// Runs the kernel on tile `t` whose row r is output row rows[r] (or row0 + r without an index):
-// the first phase writes (O, LSE) straight into the accumulators (the unsort fused into the
-// kernel's indexed store); later phases compute into scratch and merge through the LSE.
-void attend_and_store(Context& ctx, cpu::DenseAttentionTile& t, bool merge, ThreadScratch& s, float* acc, float* lse,
-                      const std::int32_t* rows, std::int64_t row0) {
-  const std::int64_t acc_row = ctx.acc_stride[2];
-  if (!merge) {
-    t.out = acc + row0 * acc_row;
-    t.out_row_stride = acc_row;
-    t.out_index = rows;
-    t.lse = lse + row0;
-    ctx.kernel.dense(t);
-    return;
-  }
-  t.out = s.out.data();
-  t.out_row_stride = ctx.d;
-  t.out_index = nullptr;
-  t.lse = s.lse.data();
-  ctx.kernel.dense(t);
-  for (std::int64_t r = 0; r < t.rows; ++r) {
-    const std::int64_t row = rows != nullptr ? rows[r] : row0 + r;
-    merge_row(acc + row * acc_row, lse + row, s.out.data() + r * ctx.d, s.lse[static_cast<std::size_t>(r)], ctx.d);
-  }
-}
-
-// An approximated block of a part with a local window (t: the block's tile, keys gathered). Rows
-// whose window reaches into the part's hashed keys get their own key list: the block's keys and
-// samples with those in the window masked (bias -inf, so the samples still estimate the sum over
-// the keys outside block and window without bias), then the window's keys, exact.
-void run_windowed_block(Context& ctx, const Part& p, cpu::DenseAttentionTile& t, bool merge, ThreadScratch& s,
-                        float* acc, float* lse) {
-  const std::int64_t lsh_k0 = p.k0 + p.sinks;
-  const std::int32_t* block_rows = t.q_index;
-  const std::int64_t block_rows_n = t.rows, block_keys = t.keys;
-  // The window of `row`: keys [w0, w1) (empty when w0 >= w1).
-  auto window_of = [&](std::int32_t row, std::int64_t* w0, std::int64_t* w1) {
-    const std::int64_t pos = row + p.window_delta;
-    *w0 = std::max(lsh_k0, pos - p.window);
-    *w1 = std::min(p.k1, pos);
-  };
-  std::int64_t plain = 0;
-  for (std::int64_t r = 0; r < block_rows_n; ++r) {
-    std::int64_t w0, w1;
-    window_of(block_rows[r], &w0, &w1);
-    if (w0 >= w1) s.rows[static_cast<std::size_t>(plain++)] = block_rows[r];
-  }
-  if (plain > 0) {
-    t.q_index = s.rows.data();
-    t.rows = plain;
-    attend_and_store(ctx, t, merge, s, acc, lse, t.q_index, 0);
-  }
-  if (plain == block_rows_n) return;
-  for (std::int64_t r = 0; r < block_rows_n; ++r) {
-    std::int64_t w0, w1;
-    window_of(block_rows[r], &w0, &w1);
-    if (w0 >= w1) continue;  // handled with the plain rows
-    std::int32_t* keys = s.row_keys.data();  // [block_keys + (w1 - w0)]
-    float* bias = s.row_bias.data();         // [block_keys + (w1 - w0)]
-    for (std::int64_t j = 0; j < block_keys; ++j) {
-      keys[j] = s.keys[static_cast<std::size_t>(j)];
-      bias[j] = keys[j] >= w0 && keys[j] < w1 ? kNegInf : s.bias[static_cast<std::size_t>(j)];
-    }
-    for (std::int64_t k = w0; k < w1; ++k) {
-      keys[block_keys + k - w0] = static_cast<std::int32_t>(k);
-      bias[block_keys + k - w0] = 0.0f;
-    }
-    t.k_index = keys;
-    t.key_bias = bias;
-    t.keys = block_keys + (w1 - w0);
-    t.q_index = &block_rows[r];
-    t.rows = 1;
-    attend_and_store(ctx, t, merge, s, acc, lse, t.q_index, 0);
-  }
-}
-
-void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, ThreadScratch& s) {
+// The kernel call of one item, its key list (approximated parts) in s.slot_keys[slot], s.slot_bias[slot].
+// The first phase writes (O, LSE) straight into the accumulators (the unsort fused into the
+// kernel's indexed store); later phases merge into them through the LSE (merge fused likewise).
+// rows == 0 means nothing to do.
+cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, const Item& it, ThreadScratch& s, int slot) {
   const Part& p = phase.parts[static_cast<std::size_t>(it.part)];
   const std::int64_t b = it.batch, hq = it.head, hkv = hq / ctx.group;
   cpu::DenseAttentionTile t;
@@ -420,8 +337,10 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, Thre
   t.head_dim_v = ctx.d;
   t.scale = ctx.scale;
   t.scratch = s.kernel.get();
-  float* acc = ctx.acc_head(b, hq);
-  float* lse = ctx.lse_head(b, hq);
+  t.out = ctx.acc_head(b, hq);
+  t.out_row_stride = ctx.acc_stride[2];
+  t.lse = ctx.lse_head(b, hq);
+  t.merge = merge;
 
   if (!p.approximate) {
     const std::int64_t r0 = p.q0 + it.unit * kExactRowChunk;
@@ -432,38 +351,119 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const Item& it, Thre
     t.rows = r1 - r0;
     t.keys = p.k1 - p.k0;
     t.causal_diagonal = p.causal_diagonal == cpu::kNoCausalMask ? cpu::kNoCausalMask : p.causal_diagonal + (r0 - p.q0);
-    attend_and_store(ctx, t, merge, s, acc, lse, nullptr, r0);
-    return;
+    t.out += r0 * t.out_row_stride;
+    t.lse += r0;
+    return t;
   }
   const std::int64_t nq = p.q1 - p.q0;
   const std::int64_t blocks = block_count(p, ctx.config);
   const std::int64_t lo = it.unit * nq / blocks, hi = (it.unit + 1) * nq / blocks;
+  t.rows = hi - lo;
+  if (t.rows == 0) return t;
   const std::int32_t* qperm = ctx.q_perm.data() + (b * ctx.heads_q + hq) * ctx.n_q + p.q0;
   t.keys = gather_block_keys(ctx, p, b, hq, it.unit, s);
-  t.k_index = s.keys.data();
-  t.key_bias = s.bias.data();
+  std::swap(s.keys, s.slot_keys[slot]);
+  std::swap(s.bias, s.slot_bias[slot]);
+  t.k_index = s.slot_keys[slot].data();
+  t.key_bias = s.slot_bias[slot].data();
   t.q_index = qperm + lo;
-  t.rows = hi - lo;
-  if (t.rows == 0) return;
-  if (p.window > 0) {
-    run_windowed_block(ctx, p, t, merge, s, acc, lse);
-    return;
+  t.out_index = t.q_index;
+  return t;
+}
+
+// An approximated block of a part with a local window (t: the block's tile, keys gathered). Rows
+// whose window reaches into the part's hashed keys get their own key list: the block's keys and
+// samples with those in the window masked (bias -inf, so the samples still estimate the sum over
+// the keys outside block and window without bias), then the window's keys, exact.
+void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTile& t, ThreadScratch& s) {
+  const std::int64_t lsh_k0 = p.k0 + p.sinks;
+  // The window of `row`: keys [w0, w1) (empty when w0 >= w1).
+  auto window_of = [&](std::int32_t row, std::int64_t* w0, std::int64_t* w1) {
+    const std::int64_t pos = row + p.window_delta;
+    *w0 = std::max(lsh_k0, pos - p.window);
+    *w1 = std::min(p.k1, pos);
+  };
+  std::int64_t plain = 0;
+  for (std::int64_t r = 0; r < t.rows; ++r) {
+    std::int64_t w0, w1;
+    window_of(t.q_index[r], &w0, &w1);
+    if (w0 >= w1) s.rows[static_cast<std::size_t>(plain++)] = t.q_index[r];
   }
-  attend_and_store(ctx, t, merge, s, acc, lse, t.q_index, 0);
+  if (plain > 0) {
+    cpu::DenseAttentionTile u = t;
+    u.q_index = s.rows.data();
+    u.out_index = u.q_index;
+    u.rows = plain;
+    ctx.kernel.dense(u);
+  }
+  if (plain == t.rows) return;
+  for (std::int64_t r = 0; r < t.rows; ++r) {
+    std::int64_t w0, w1;
+    window_of(t.q_index[r], &w0, &w1);
+    if (w0 >= w1) continue;  // done with the plain rows
+    std::int32_t* keys = s.row_keys.data();  // [t.keys + (w1 - w0)]
+    float* bias = s.row_bias.data();         // [t.keys + (w1 - w0)]
+    for (std::int64_t j = 0; j < t.keys; ++j) {
+      keys[j] = t.k_index[j];
+      bias[j] = keys[j] >= w0 && keys[j] < w1 ? kNegInf : t.key_bias[j];
+    }
+    for (std::int64_t k = w0; k < w1; ++k) {
+      keys[t.keys + k - w0] = static_cast<std::int32_t>(k);
+      bias[t.keys + k - w0] = 0.0f;
+    }
+    cpu::DenseAttentionTile u = t;
+    u.k_index = keys;
+    u.key_bias = bias;
+    u.keys = t.keys + (w1 - w0);
+    u.q_index = &t.q_index[r];
+    u.out_index = u.q_index;
+    u.rows = 1;
+    u.next = nullptr;
+    ctx.kernel.dense(u);
+  }
+}
+
+// Runs item i, preparing item `next` (if any) first so the kernel can prefetch its rows.
+void run_item(Context& ctx, const Phase& phase, bool merge, const std::vector<Item>& items, std::int64_t i,
+              std::int64_t next, ThreadScratch& s) {
+  if (s.prepared != i) {
+    s.tile[s.slot] = make_tile(ctx, phase, merge, items[static_cast<std::size_t>(i)], s, s.slot);
+    s.prepared = i;
+  }
+  cpu::DenseAttentionTile& t = s.tile[s.slot];
+  t.next = nullptr;
+  if (next >= 0) {
+    const int other = s.slot ^ 1;
+    s.tile[other] = make_tile(ctx, phase, merge, items[static_cast<std::size_t>(next)], s, other);
+    if (s.tile[other].rows > 0) t.next = &s.tile[other];
+  }
+  if (t.rows > 0) {
+    const Part& p = phase.parts[static_cast<std::size_t>(items[static_cast<std::size_t>(i)].part)];
+    if (p.approximate && p.window > 0)
+      run_windowed_block(ctx, p, t, s);
+    else
+      ctx.kernel.dense(t);
+  }
+  if (next >= 0) {
+    s.slot ^= 1;
+    s.prepared = next;
+  } else {
+    s.prepared = -1;
+  }
 }
 
 void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadScratch>& scratch) {
   sort_phase(ctx, phase);
   std::vector<Item> items;
-  std::int64_t max_rows = kExactRowChunk, max_keys = 1, max_window = 0;
+  std::int64_t max_keys = 1, max_rows = 1, max_window = 0;
   for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
     const Part& p = phase.parts[pi];
     std::int64_t units;
     double unit_cost;
     if (p.approximate) {
       units = block_count(p, ctx.config);
-      max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
       max_keys = std::max(max_keys, ctx.config.block_size + std::max(p.sinks, ctx.config.sample_size));
+      max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
       max_window = std::max(max_window, p.window);
       unit_cost = static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
                   static_cast<double>(ctx.config.block_size + ctx.config.sample_size);
@@ -486,20 +486,22 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
   for (ThreadScratch& s : scratch) {
     s.keys.resize(static_cast<std::size_t>(max_keys));
     s.bias.resize(static_cast<std::size_t>(max_keys));
+    for (int k = 0; k < 2; ++k) {
+      s.slot_keys[k].resize(static_cast<std::size_t>(max_keys));
+      s.slot_bias[k].resize(static_cast<std::size_t>(max_keys));
+    }
+    s.prepared = -1;
     if (max_window > 0) {
       s.rows.resize(static_cast<std::size_t>(max_rows));
       s.row_keys.resize(static_cast<std::size_t>(max_keys + max_window));
       s.row_bias.resize(static_cast<std::size_t>(max_keys + max_window));
     }
-    if (merge) {
-      s.out.resize(static_cast<std::size_t>(max_rows * ctx.d));
-      s.lse.resize(static_cast<std::size_t>(max_rows));
-    }
   }
-  cpu::parallel_for(static_cast<std::int64_t>(items.size()), ctx.threads, [&](std::int64_t i, int thread) {
-    run_item(ctx, phase, merge, items[static_cast<std::size_t>(i)], scratch[static_cast<std::size_t>(thread)]);
-    ctx.report(1);
-  });
+  cpu::parallel_for_lookahead(static_cast<std::int64_t>(items.size()), ctx.threads,
+                              [&](std::int64_t i, std::int64_t next, int thread) {
+                                run_item(ctx, phase, merge, items, i, next, scratch[static_cast<std::size_t>(thread)]);
+                                ctx.report(1);
+                              });
 }
 
 std::int64_t count_items(const Context& ctx, const Plan& plan) {

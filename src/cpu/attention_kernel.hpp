@@ -12,12 +12,19 @@
 // q + q_index[r] * q_row_stride (or r * q_row_stride without an index), likewise for k, v
 // (k_index) and out (out_index; lse is indexed like out).
 //
+// Merge mode (tile.merge): out and lse already hold a partial result of the same rows over other
+// keys, and the kernel merges its own (out_i, lse_i) into it through the log-sum-exp (the causal
+// recursion's later phases, specification §3) with merge_row below, instead of overwriting it.
+//
 // Kernels never allocate, log or return a Status: the driver validates everything first and
 // hands each thread a scratch buffer of scratch_floats(head_dim, head_dim_v) floats.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "hyperattn/tensor.hpp"
 
@@ -45,9 +52,59 @@ struct DenseAttentionTile {
   float* out = nullptr;              // [rows, head_dim_v] fp32
   std::int64_t out_row_stride = 0;
   const std::int32_t* out_index = nullptr;  // [rows] or null, applies to out and lse
-  float* lse = nullptr;              // [rows] fp32, or null
+  float* lse = nullptr;              // [rows] fp32, or null (required with merge)
+  bool merge = false;                // merge into out/lse instead of writing them (see above)
   float* scratch = nullptr;          // scratch_floats(head_dim, head_dim_v) floats, 64-byte aligned
+  // Optional hint: the tile this thread runs next. While computing its last key tile, a kernel
+  // may prefetch into cache the gathered rows (q_index, k_index, out_index) that tile starts
+  // with, so the next call does not begin with a burst of cache misses. Never dereferenced
+  // beyond those reads; results do not depend on it.
+  const DenseAttentionTile* next = nullptr;
 };
+
+// x, rounded to fp32 and hidden from the optimiser, so that a product is never contracted with a
+// following addition into an FMA (the kernels' translation units enable FMA).
+inline float no_contract(float x) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+x"(x));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(x));
+#else
+  volatile float v = x;
+  x = v;
+#endif
+  return x;
+}
+
+// The log-sum-exp merge of a partial result (o_new, l_new) into (o_acc, l_acc):
+//   mx = max(L_acc, L_new), w_i = e^{L_i - mx},
+//   O = (w_old O_acc + w_new O_new) * (1 / (w_old + w_new)),  L = mx + log(w_old + w_new),
+// with each product rounded to fp32 on its own (never an FMA), so every kernel variant gives the
+// same bits. An empty partial result (l_new = -inf) leaves the accumulator as it is; an empty
+// accumulator takes the new one; NaN propagates. `combine(o_acc, o_new, w_old, w_new, inv, d)`
+// does the row update (combine_rows_scalar, or a kernel's vectorised equivalent).
+template <class Combine>
+inline void merge_row(float* o_acc, float* l_acc, const float* o_new, float l_new, int d, Combine combine) {
+  if (l_new == -std::numeric_limits<float>::infinity()) return;
+  const float l_old = *l_acc;
+  if (l_old == -std::numeric_limits<float>::infinity()) {
+    std::copy(o_new, o_new + d, o_acc);
+    *l_acc = l_new;
+    return;
+  }
+  const float mx = std::max(l_old, l_new);
+  // One of the two weights is e^0 = 1 (exactly, C Annex F): only the other needs the call.
+  const float d_old = l_old - mx, d_new = l_new - mx;
+  const float w_old = d_old == 0.0f ? 1.0f : std::exp(d_old);
+  const float w_new = d_new == 0.0f ? 1.0f : std::exp(d_new);
+  const float inv = 1.0f / (w_old + w_new);
+  combine(o_acc, o_new, w_old, w_new, inv, d);
+  *l_acc = mx + std::log(w_old + w_new);
+}
+
+inline void combine_rows_scalar(float* o_acc, const float* o_new, float w_old, float w_new, float inv, int d) {
+  for (int c = 0; c < d; ++c) o_acc[c] = (no_contract(w_old * o_acc[c]) + no_contract(w_new * o_new[c])) * inv;
+}
 
 struct AttentionKernel {
   const char* name;  // e.g. "avx512", "avx2", "scalar"

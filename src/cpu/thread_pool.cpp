@@ -35,4 +35,33 @@ void parallel_for(std::int64_t items, int threads,
   for (std::thread& th : pool) th.join();
 }
 
+void parallel_for_lookahead(std::int64_t items, int threads,
+                            const std::function<void(std::int64_t, std::int64_t, int)>& body) {
+  if (items <= 0) return;
+  const int n = static_cast<int>(std::min<std::int64_t>(std::max(threads, 1), items));
+  std::atomic<std::int64_t> next{0};
+  auto worker = [&](int thread) {
+    std::int64_t item = next.fetch_add(1);
+    while (item < items) {
+      // Claim ahead only while every other thread still finds work after this claim.
+      std::int64_t ahead = -1;
+      if (next.load(std::memory_order_relaxed) + n <= items) {
+        ahead = next.fetch_add(1);
+        if (ahead >= items) ahead = -1;
+      }
+      body(item, ahead, thread);
+      item = ahead >= 0 ? ahead : next.fetch_add(1);
+    }
+  };
+  if (n == 1) {
+    worker(0);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(n - 1);
+  for (int t = 1; t < n; ++t) pool.emplace_back(worker, t);
+  worker(0);
+  for (std::thread& th : pool) th.join();
+}
+
 }  // namespace hyperattn::cpu

@@ -17,4 +17,11 @@ int resolve_threads(int requested);
 void parallel_for(std::int64_t items, int threads,
                   const std::function<void(std::int64_t item, int thread)>& body);
 
+// The same loop, each worker claiming its next item before it runs the current one, so the body
+// can prepare for it (e.g. prefetch its memory): body(item, next, thread) with next = the item
+// this thread runs after `item`, or -1. Claiming stops `threads` items before the end, so the
+// tail still balances as in parallel_for.
+void parallel_for_lookahead(std::int64_t items, int threads,
+                            const std::function<void(std::int64_t item, std::int64_t next, int thread)>& body);
+
 }  // namespace hyperattn::cpu

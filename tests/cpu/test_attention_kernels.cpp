@@ -4,6 +4,10 @@
 // groups of 6/8, key chunks of 16/32, row tiles of 252/256, key tiles of 64/256), head dims,
 // dtypes, index arrays, key bias, causal diagonals (including rows that see no key) and strides.
 //
+// Merge mode (tile.merge: the causal recursion's later phases merge into the accumulators through
+// the log-sum-exp) is checked bit for bit against a write followed by merge_row with the scalar
+// row update, and the prefetch hint (tile.next) against the same tile without it.
+//
 // Tolerances (per output element, absolute, in units of max|v|; lse absolute):
 //   fp32: a score s = scale * sum_x q_x k_x accumulated in fp32 has error at most
 //     d * eps * scale * sum_x |q_x k_x| =: delta (the standard gamma_d bound); a weight
@@ -22,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
@@ -30,6 +35,7 @@
 
 #include "core/bfloat16.hpp"
 #include "cpu/attention_kernel.hpp"
+#include "cpu/thread_pool.hpp"
 
 namespace hyperattn::cpu {
 namespace {
@@ -400,6 +406,257 @@ TEST(AttentionKernels, GrowingScoresAcrossKeyTiles) {
       const double tol = (4.0 * (d + 2) * kEps * 120.0 + (n + 8) * kEps + (dtype == DType::bf16 ? std::ldexp(1.0, -8) : 0.0)) * max_v;
       for (int x = 0; x < d; ++x) ASSERT_NEAR(out[x], o[x] / sum, tol) << (dtype == DType::f32 ? "f32" : "bf16") << " col " << x;
       ASSERT_NEAR(lse[0], m + std::log(sum), 4.0 * (d + 2) * kEps * 120.0);
+    }
+}
+
+
+// ---- merge mode and the prefetch hint -----------------------------------------------------------
+
+// Equal bits, NaN included (a NaN compares equal to any NaN).
+bool same_bits(float a, float b) { return (a != a && b != b) || std::memcmp(&a, &b, sizeof a) == 0; }
+
+struct MergeCase {
+  DType dtype = DType::f32;
+  std::int64_t rows = 0, keys = 0;
+  int head_dim = 64, head_dim_v = 64;
+  bool indexed = false;
+  std::int64_t causal_diagonal = kNoCausalMask;  // rows that see no key keep their accumulator
+  bool nan_key = false;                          // a NaN in one key row: every row that sees it gets NaN
+};
+
+// The tile in merge mode against the same tile written to fresh storage and merged with
+// merge_row + combine_rows_scalar (the engine's formula before the merge moved into the kernels):
+// the same bits, for accumulators that are finite, empty (-inf, taken over) or NaN.
+void run_merge_case(const AttentionKernel& kernel, const MergeCase& c, std::uint32_t seed) {
+  SCOPED_TRACE(std::string(kernel.name) + (c.dtype == DType::f32 ? " f32" : " bf16") + " rows=" + std::to_string(c.rows) +
+               " keys=" + std::to_string(c.keys) + " d=" + std::to_string(c.head_dim) + " dv=" +
+               std::to_string(c.head_dim_v) + (c.indexed ? " indexed" : "") + (c.nan_key ? " nan" : "") +
+               (c.causal_diagonal != kNoCausalMask ? " diag=" + std::to_string(c.causal_diagonal) : ""));
+  std::mt19937 rng(seed);
+  const int d = c.head_dim, dv = c.head_dim_v;
+  const std::int64_t q_src = c.indexed ? 2 * c.rows + 3 : c.rows, k_src = c.indexed ? 2 * c.keys + 5 : c.keys;
+  const std::int64_t out_rows = c.indexed ? c.rows + 7 : c.rows, out_stride = dv + 3;
+  Matrix q = random_matrix(q_src, d, c.dtype, 1.0, rng);   // [q_src, d]
+  Matrix k = random_matrix(k_src, d, c.dtype, 1.0, rng);   // [k_src, d]
+  Matrix v = random_matrix(k_src, dv, c.dtype, 1.0, rng);  // [k_src, dv]
+  if (c.nan_key) {
+    k.f32[static_cast<std::size_t>(k_src / 2) * d + 1] = std::numeric_limits<float>::quiet_NaN();
+    k.bf16[static_cast<std::size_t>(k_src / 2) * d + 1] = 0x7fc0;
+  }
+  std::vector<std::int32_t> q_index, k_index, out_index, rows_all(static_cast<std::size_t>(out_rows));  // [rows], [keys], [rows]
+  for (std::size_t i = 0; i < rows_all.size(); ++i) rows_all[i] = static_cast<std::int32_t>(i);
+  if (c.indexed) {
+    std::uniform_int_distribution<std::int32_t> pick_q(0, static_cast<std::int32_t>(q_src - 1));
+    std::uniform_int_distribution<std::int32_t> pick_k(0, static_cast<std::int32_t>(k_src - 1));
+    for (std::int64_t i = 0; i < c.rows; ++i) q_index.push_back(pick_q(rng));
+    for (std::int64_t j = 0; j < c.keys; ++j) k_index.push_back(j == c.keys / 3 && c.nan_key ? static_cast<std::int32_t>(k_src / 2) : pick_k(rng));
+    std::shuffle(rows_all.begin(), rows_all.end(), rng);
+    out_index.assign(rows_all.begin(), rows_all.begin() + c.rows);
+  }
+  std::vector<float> bias(static_cast<std::size_t>(c.keys));  // [keys]: block keys 0, samples a log weight
+  for (std::int64_t j = 0; j < c.keys; ++j) bias[static_cast<std::size_t>(j)] = j < c.keys / 2 ? 0.0f : 2.5f;
+
+  // The accumulators before this part: finite rows, empty rows (-inf) and a NaN row.
+  std::vector<float> acc(static_cast<std::size_t>(out_rows * out_stride)), acc_lse(static_cast<std::size_t>(out_rows));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& x : acc) x = normal(rng);
+  for (std::int64_t r = 0; r < out_rows; ++r)
+    acc_lse[static_cast<std::size_t>(r)] = r % 7 == 2 ? -std::numeric_limits<float>::infinity()
+                                           : r % 11 == 5 ? std::numeric_limits<float>::quiet_NaN()
+                                                         : 4.0f * normal(rng);
+
+  Scratch scratch(kernel.scratch_floats(d, dv));
+  DenseAttentionTile t;
+  t.dtype = c.dtype;
+  t.q = q.data(c.dtype);
+  t.q_row_stride = d;
+  t.q_index = c.indexed ? q_index.data() : nullptr;
+  t.k = k.data(c.dtype);
+  t.k_row_stride = d;
+  t.v = v.data(c.dtype);
+  t.v_row_stride = dv;
+  t.k_index = c.indexed ? k_index.data() : nullptr;
+  t.key_bias = bias.data();
+  t.rows = c.rows;
+  t.keys = c.keys;
+  t.head_dim = d;
+  t.head_dim_v = dv;
+  t.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  t.causal_diagonal = c.causal_diagonal;
+  t.out_row_stride = out_stride;
+  t.out_index = c.indexed ? out_index.data() : nullptr;
+  t.scratch = scratch.data;
+
+  // Written to fresh storage, then merged by the reference formula.
+  std::vector<float> part(acc.size(), 0.0f), part_lse(acc_lse.size(), 0.0f);
+  t.out = part.data();
+  t.lse = part_lse.data();
+  kernel.dense(t);
+  std::vector<float> want = acc, want_lse = acc_lse;
+  for (std::int64_t i = 0; i < c.rows; ++i) {
+    const std::int64_t row = c.indexed ? out_index[static_cast<std::size_t>(i)] : i;
+    merge_row(want.data() + row * out_stride, want_lse.data() + row, part.data() + row * out_stride, part_lse[static_cast<std::size_t>(row)],
+              dv, combine_rows_scalar);
+  }
+
+  // Merged by the kernel.
+  std::vector<float> got = acc, got_lse = acc_lse;
+  t.out = got.data();
+  t.lse = got_lse.data();
+  t.merge = true;
+  kernel.dense(t);
+  int finite_merges = 0;
+  for (std::int64_t r = 0; r < out_rows; ++r) {
+    ASSERT_TRUE(same_bits(got_lse[static_cast<std::size_t>(r)], want_lse[static_cast<std::size_t>(r)]))
+        << "row " << r << ": lse " << got_lse[static_cast<std::size_t>(r)] << " want " << want_lse[static_cast<std::size_t>(r)];
+    for (std::int64_t x = 0; x < out_stride; ++x)
+      ASSERT_TRUE(same_bits(got[static_cast<std::size_t>(r * out_stride + x)], want[static_cast<std::size_t>(r * out_stride + x)]))
+          << "row " << r << " col " << x << ": " << got[static_cast<std::size_t>(r * out_stride + x)] << " want "
+          << want[static_cast<std::size_t>(r * out_stride + x)];
+    if (std::isfinite(acc_lse[static_cast<std::size_t>(r)]) && std::isfinite(part_lse[static_cast<std::size_t>(r)]) &&
+        got_lse[static_cast<std::size_t>(r)] != acc_lse[static_cast<std::size_t>(r)])
+      ++finite_merges;
+  }
+  if (!c.nan_key) {
+    EXPECT_GT(finite_merges, 0) << "no row merged two finite parts";
+  }
+}
+
+TEST(AttentionKernels, MergeModeMatchesWriteThenMerge) {
+  std::uint32_t seed = 500;
+  for (const AttentionKernel* kernel : all_kernels())
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      // HyperAttention's level blocks (gathered rows and keys, bias), scaled down and full size.
+      run_merge_case(*kernel, {.dtype = dtype, .rows = 64, .keys = 128, .indexed = true}, seed++);
+      run_merge_case(*kernel, {.dtype = dtype, .rows = 257, .keys = 512, .indexed = true}, seed++);
+      // Contiguous rows (an exact part merging), head dims off the vector width.
+      run_merge_case(*kernel, {.dtype = dtype, .rows = 37, .keys = 70, .head_dim = 40, .head_dim_v = 40}, seed++);
+      run_merge_case(*kernel, {.dtype = dtype, .rows = 13, .keys = 33, .head_dim = 17, .head_dim_v = 17, .indexed = true}, seed++);
+      // Rows that see no key (an empty part: the accumulator stays), and a NaN key.
+      run_merge_case(*kernel, {.dtype = dtype, .rows = 40, .keys = 50, .indexed = true, .causal_diagonal = -10}, seed++);
+      run_merge_case(*kernel, {.dtype = dtype, .rows = 20, .keys = 90, .indexed = true, .nan_key = true}, seed++);
+    }
+}
+
+// merge_row against the log-sum-exp merge in double precision.
+TEST(AttentionKernels, MergeRowIsTheLogSumExpMerge) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const int d = 19;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<float> o(d), o_new(d);  // [d], [d]
+    for (int x = 0; x < d; ++x) {
+      o[x] = normal(rng);
+      o_new[x] = normal(rng);
+    }
+    const float l = 10.0f * normal(rng), l_new = trial % 3 == 0 ? l : 10.0f * normal(rng);
+    std::vector<float> got = o;
+    float got_l = l;
+    merge_row(got.data(), &got_l, o_new.data(), l_new, d, combine_rows_scalar);
+    const double mx = std::max(l, l_new), w = std::exp(l - mx), w_new = std::exp(l_new - mx);
+    ASSERT_NEAR(got_l, mx + std::log(w + w_new), 4.0 * kEps * (std::abs(mx) + 1.0));
+    for (int x = 0; x < d; ++x)
+      ASSERT_NEAR(got[x], (w * o[x] + w_new * o_new[x]) / (w + w_new), 8.0 * kEps * (std::abs(o[x]) + std::abs(o_new[x])));
+  }
+  // An empty part leaves the accumulator; an empty accumulator takes the part; NaN propagates.
+  std::vector<float> o(d, 1.5f), o_new(d, -2.0f);
+  float l = 3.0f;
+  merge_row(o.data(), &l, o_new.data(), -inf, d, combine_rows_scalar);
+  EXPECT_EQ(l, 3.0f);
+  EXPECT_EQ(o[0], 1.5f);
+  l = -inf;
+  merge_row(o.data(), &l, o_new.data(), 2.0f, d, combine_rows_scalar);
+  EXPECT_EQ(l, 2.0f);
+  EXPECT_EQ(o[d - 1], -2.0f);
+  merge_row(o.data(), &l, o_new.data(), std::numeric_limits<float>::quiet_NaN(), d, combine_rows_scalar);
+  EXPECT_TRUE(std::isnan(l));
+  EXPECT_TRUE(std::isnan(o[0]));
+}
+
+// tile.next only prefetches: the results are the same bits with and without it, whatever it
+// points at (gathered rows, contiguous rows, a merging tile).
+TEST(AttentionKernels, NextTileHintChangesNothing) {
+  std::uint32_t seed = 600;
+  for (const AttentionKernel* kernel : all_kernels())
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      SCOPED_TRACE(std::string(kernel->name) + (dtype == DType::f32 ? " f32" : " bf16"));
+      std::mt19937 rng(seed++);
+      const int d = 64;
+      const std::int64_t n = 2000, rows = 300, keys = 600;
+      const Matrix q = random_matrix(n, d, dtype, 1.0, rng), k = random_matrix(n, d, dtype, 1.0, rng),
+                   v = random_matrix(n, d, dtype, 1.0, rng);  // [n, d] each
+      std::vector<std::int32_t> q_index(rows), k_index(keys), q_index2(rows), k_index2(keys);  // [rows], [keys]
+      std::uniform_int_distribution<std::int32_t> pick(0, static_cast<std::int32_t>(n - 1));
+      std::vector<std::int32_t> perm(static_cast<std::size_t>(n));
+      for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<std::int32_t>(i);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      std::copy(perm.begin(), perm.begin() + rows, q_index.begin());
+      std::copy(perm.begin() + rows, perm.begin() + 2 * rows, q_index2.begin());
+      for (auto& x : k_index) x = pick(rng);
+      for (auto& x : k_index2) x = pick(rng);
+      std::vector<float> bias(keys, 0.0f);  // [keys]
+      Scratch scratch(kernel->scratch_floats(d, d));
+      auto tile = [&](const std::int32_t* qi, const std::int32_t* ki, float* out, float* lse) {
+        DenseAttentionTile t;
+        t.dtype = dtype;
+        t.q = q.data(dtype);
+        t.q_row_stride = d;
+        t.q_index = qi;
+        t.k = k.data(dtype);
+        t.k_row_stride = d;
+        t.v = v.data(dtype);
+        t.v_row_stride = d;
+        t.k_index = ki;
+        t.key_bias = bias.data();
+        t.rows = rows;
+        t.keys = keys;
+        t.head_dim = d;
+        t.head_dim_v = d;
+        t.scale = 0.125f;
+        t.out = out;
+        t.out_row_stride = d;
+        t.out_index = qi;
+        t.lse = lse;
+        t.scratch = scratch.data;
+        return t;
+      };
+      std::vector<float> out_a(n * d, 0.0f), lse_a(n, 0.0f), out_b(n * d, 0.0f), lse_b(n, 0.0f);  // [n, d], [n]
+      DenseAttentionTile next = tile(q_index2.data(), k_index2.data(), out_b.data(), lse_b.data());
+      next.merge = true;
+      DenseAttentionTile plain = tile(q_index.data(), k_index.data(), out_a.data(), lse_a.data());
+      kernel->dense(plain);
+      DenseAttentionTile hinted = tile(q_index.data(), k_index.data(), out_b.data(), lse_b.data());
+      hinted.next = &next;
+      kernel->dense(hinted);
+      DenseAttentionTile contiguous_next = tile(nullptr, nullptr, out_b.data(), lse_b.data());
+      hinted.next = &contiguous_next;
+      kernel->dense(hinted);
+      ASSERT_EQ(0, std::memcmp(out_a.data(), out_b.data(), out_a.size() * sizeof(float)));
+      ASSERT_EQ(0, std::memcmp(lse_a.data(), lse_b.data(), lse_a.size() * sizeof(float)));
+    }
+}
+
+// parallel_for_lookahead runs every item exactly once, and `next` is the item the same thread
+// runs next (or -1 for its last one).
+TEST(ThreadPool, LookaheadRunsEachItemOnceAndNextIsTheThreadsNextItem) {
+  for (int threads : {1, 2, 3, 8})
+    for (std::int64_t items : {std::int64_t{0}, std::int64_t{1}, std::int64_t{2}, std::int64_t{5}, std::int64_t{1000}}) {
+      SCOPED_TRACE(std::to_string(threads) + " threads, " + std::to_string(items) + " items");
+      std::vector<int> runs(static_cast<std::size_t>(items), 0);
+      std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> seen(static_cast<std::size_t>(threads));
+      parallel_for_lookahead(items, threads, [&](std::int64_t item, std::int64_t next, int thread) {
+        ++runs[static_cast<std::size_t>(item)];  // items are disjoint: no race
+        seen[static_cast<std::size_t>(thread)].push_back({item, next});
+      });
+      for (std::int64_t i = 0; i < items; ++i) ASSERT_EQ(runs[static_cast<std::size_t>(i)], 1) << "item " << i;
+      for (const auto& list : seen)
+        for (std::size_t j = 0; j < list.size(); ++j) {
+          if (list[j].second >= 0) {
+            ASSERT_LT(j + 1, list.size());
+            ASSERT_EQ(list[j].second, list[j + 1].first);
+          }
+        }
     }
 }
 

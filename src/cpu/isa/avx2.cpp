@@ -21,6 +21,7 @@
 #include <limits>
 
 #include "cpu/attention_kernel.hpp"
+#include "cpu/prefetch.hpp"
 
 namespace hyperattn::cpu::avx2 {
 namespace {
@@ -224,6 +225,20 @@ void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t
   for (int c = 0; c < nc; ++c) bias[c] = t.key_bias ? t.key_bias[c0 + c] * kLog2e : 0.0f;
 }
 
+// merge_row's row update, o_acc = (w_old o_acc + w_new o_new) * inv, with the products hidden
+// from FMA contraction so the bits equal combine_rows_scalar's.
+void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, float inv, int d) {
+  const __m256 wo = _mm256_set1_ps(w_old), wn = _mm256_set1_ps(w_new), vi = _mm256_set1_ps(inv);
+  int x = 0;
+  for (; x + kW <= d; x += kW) {
+    __m256 a = _mm256_mul_ps(wo, _mm256_loadu_ps(o_acc + x));
+    __m256 b = _mm256_mul_ps(wn, _mm256_loadu_ps(o_new + x));
+    __asm__("" : "+x"(a), "+x"(b));
+    _mm256_storeu_ps(o_acc + x, _mm256_mul_ps(_mm256_add_ps(a, b), vi));
+  }
+  combine_rows_scalar(o_acc + x, o_new + x, w_old, w_new, inv, d - x);
+}
+
 void dense(const DenseAttentionTile& t) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const ScratchLayout L = scratch_layout(t.head_dim, t.head_dim_v);
@@ -284,9 +299,21 @@ void dense(const DenseAttentionTile& t) {
           const std::int64_t hi = std::min(next_count, lo + per_group);
           for (std::int64_t c = lo; c < hi; ++c) {
             const std::int64_t row = t.k_index ? std::int64_t{t.k_index[next + c]} : next + c;
-            prefetch_row(t.dtype, t.k, t.k_row_stride, row, t.head_dim);
-            prefetch_row(t.dtype, t.v, t.v_row_stride, row, t.head_dim_v);
+            if (t.k_index) {  // into L2: a whole tile of gathered rows would only crowd L1
+              prefetch_l2(row_address(t.dtype, t.k, t.k_row_stride, row), t.head_dim * element_bytes(t.dtype));
+              prefetch_l2(row_address(t.dtype, t.v, t.v_row_stride, row), t.head_dim_v * element_bytes(t.dtype));
+            } else {
+              prefetch_row(t.dtype, t.k, t.k_row_stride, row, t.head_dim);
+              prefetch_row(t.dtype, t.v, t.v_row_stride, row, t.head_dim_v);
+            }
           }
+        }
+        // During the last key tile: this group's gathered output rows, stored or merged into
+        // at the end of the row tile, and a slice of the rows the next tile starts with.
+        if (c0 + kKeyTile >= key_end) {
+          prefetch_out_rows(t, r0 + g0, std::min(kRowGroup, nr - std::min(nr, g0)));
+          if (t.next != nullptr && r0 + kRowTile >= t.rows)
+            prefetch_tile_start(*t.next, kRowTile, kKeyTile, g0 / kRowGroup, nr_pad / kRowGroup);
         }
         if (group_end == 0) continue;
 
@@ -314,7 +341,10 @@ void dense(const DenseAttentionTile& t) {
           }
           // NaN is sticky: std::max(NaN, x) keeps the NaN running max, and a NaN tile max sets it.
           const float m_new = tile_max != tile_max ? tile_max : std::max(m[row], tile_max);
-          corr[r] = std::exp2(m[row] - m_new);
+          // 2^(m - m_new): 0 on the first visible tile (m = -inf), 1 where the max stays; both exact
+          // (C Annex F), so only the other cases need the call.
+          const float dm = m[row] - m_new;
+          corr[r] = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
           const __m256 vm = _mm256_set1_ps(m_new);
           __m256 vsum = _mm256_setzero_ps();
           for (int c = 0; c < group_end; c += kW) {
@@ -322,7 +352,8 @@ void dense(const DenseAttentionTile& t) {
             _mm256_store_ps(sr + c, p);
             vsum = _mm256_add_ps(vsum, p);
           }
-          l[row] = l[row] * corr[r] + reduce_add(vsum);
+          // Roundings spelled out (the FMA target would otherwise leave them to the compiler).
+          l[row] = no_contract(l[row] * corr[r]) + reduce_add(vsum);
           m[row] = m_new;
         }
         accumulate_pv(s, kKeyTile, vbuf, L.dv_pad, group_end, corr,
@@ -331,20 +362,31 @@ void dense(const DenseAttentionTile& t) {
     }
 
     for (int r = 0; r < nr; ++r) {
+      // The gathered output rows are in L2 since the last key tile, but their address
+      // translations are long gone from the TLBs: touch them again a few rows ahead.
+      if (t.out_index && r + kPrefetchAhead < nr) {
+        const std::int64_t ahead = t.out_index[r0 + r + kPrefetchAhead];
+        prefetch_row(DType::f32, t.out, t.out_row_stride, ahead, dv);
+        if (t.lse) _mm_prefetch(reinterpret_cast<const char*>(t.lse + ahead), _MM_HINT_T0);
+      }
       const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
-      float* o = t.out + orow * t.out_row_stride;
-      const float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
+      // The row's result (in place in obuf with merge, else straight into out) and its lse.
+      float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
+      float* o = t.merge ? acc : t.out + orow * t.out_row_stride;
+      float row_lse;
       if (l[r] > 0.0f) {
         const float inv = 1.0f / l[r];
         for (int x = 0; x < dv; ++x) o[x] = acc[x] * inv;
-        if (t.lse) t.lse[orow] = kLn2 * m[r] + std::log(l[r]);
+        row_lse = std::fma(kLn2, m[r], std::log(l[r]));
       } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
         for (int x = 0; x < dv; ++x) o[x] = l[r];
-        if (t.lse) t.lse[orow] = l[r];
+        row_lse = l[r];
       } else {  // no visible key: the empty-set rule
         for (int x = 0; x < dv; ++x) o[x] = 0.0f;
-        if (t.lse) t.lse[orow] = kNegInf;
+        row_lse = kNegInf;
       }
+      if (t.merge) merge_row(t.out + orow * t.out_row_stride, t.lse + orow, acc, row_lse, dv, combine_rows);
+      else if (t.lse) t.lse[orow] = row_lse;
     }
   }
 }

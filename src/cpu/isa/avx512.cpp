@@ -37,6 +37,7 @@
 #include <limits>
 
 #include "cpu/attention_kernel.hpp"
+#include "cpu/prefetch.hpp"
 
 namespace hyperattn::cpu::avx512 {
 namespace {
@@ -421,6 +422,20 @@ void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t
   for (int c = 0; c < nc; ++c) bias[c] = t.key_bias ? t.key_bias[c0 + c] * kLog2e : 0.0f;
 }
 
+// merge_row's row update, o_acc = (w_old o_acc + w_new o_new) * inv: the products and the sum
+// rounded on their own (explicit rounding-mode forms, which the compiler never fuses into FMAs),
+// so the bits equal combine_rows_scalar's.
+void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, float inv, int d) {
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512 wo = _mm512_set1_ps(w_old), wn = _mm512_set1_ps(w_new), vi = _mm512_set1_ps(inv);
+  for (int x = 0; x < d; x += kW) {
+    const __mmask16 k = prefix_mask(d - x);
+    const __m512 a = _mm512_mul_round_ps(wo, _mm512_maskz_loadu_ps(k, o_acc + x), kRound);
+    const __m512 b = _mm512_mul_round_ps(wn, _mm512_maskz_loadu_ps(k, o_new + x), kRound);
+    _mm512_mask_storeu_ps(o_acc + x, k, _mm512_mul_round_ps(_mm512_add_round_ps(a, b, kRound), vi, kRound));
+  }
+}
+
 // ---- the kernel ---------------------------------------------------------------------------------
 
 template <bool kBf16>
@@ -477,9 +492,21 @@ void dense_impl(const DenseAttentionTile& t) {
           const std::int64_t hi = std::min(next_count, lo + per_group);
           for (std::int64_t c = lo; c < hi; ++c) {
             const std::int64_t row = t.k_index ? std::int64_t{t.k_index[next + c]} : next + c;
-            prefetch_row(t.dtype, t.k, t.k_row_stride, row, t.head_dim);
-            prefetch_row(t.dtype, t.v, t.v_row_stride, row, t.head_dim_v);
+            if (t.k_index) {  // into L2: a whole tile of gathered rows would only crowd L1
+              prefetch_l2(row_address(t.dtype, t.k, t.k_row_stride, row), t.head_dim * element_bytes(t.dtype));
+              prefetch_l2(row_address(t.dtype, t.v, t.v_row_stride, row), t.head_dim_v * element_bytes(t.dtype));
+            } else {
+              prefetch_row(t.dtype, t.k, t.k_row_stride, row, t.head_dim);
+              prefetch_row(t.dtype, t.v, t.v_row_stride, row, t.head_dim_v);
+            }
           }
+        }
+        // During the last key tile: this group's gathered output rows, stored or merged into
+        // at the end of the row tile, and a slice of the rows the next tile starts with.
+        if (c0 + kKeyTile >= key_end) {
+          prefetch_out_rows(t, r0 + g0, std::min(kRowGroup, nr - std::min(nr, g0)));
+          if (t.next != nullptr && r0 + kRowTile >= t.rows)
+            prefetch_tile_start(*t.next, kRowTile, kKeyTile, g0 / kRowGroup, nr_pad / kRowGroup);
         }
         if (group_end == 0) continue;  // the whole group is masked for this key tile
 
@@ -523,7 +550,10 @@ void dense_impl(const DenseAttentionTile& t) {
           }
           // NaN is sticky: std::max(NaN, x) keeps the NaN running max, and a NaN tile max sets it.
           const float m_new = tile_max != tile_max ? tile_max : std::max(m[row], tile_max);
-          corr[r] = std::exp2(m[row] - m_new);  // 0 on the first visible tile (m = -inf)
+          // 2^(m - m_new): 0 on the first visible tile (m = -inf), 1 where the max stays; both exact
+          // (C Annex F), so only the other cases need the call.
+          const float dm = m[row] - m_new;
+          corr[r] = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
           const __m512 vm = _mm512_set1_ps(m_new);
           __m512 vsum = _mm512_setzero_ps();
           for (int c = 0; c < pv_keys; c += kW) {
@@ -536,7 +566,8 @@ void dense_impl(const DenseAttentionTile& t) {
             }
             vsum = _mm512_add_ps(vsum, p);
           }
-          l[row] = l[row] * corr[r] + _mm512_reduce_add_ps(vsum);
+          // Roundings spelled out (the FMA target would otherwise leave them to the compiler).
+          l[row] = std::fma(l[row], corr[r], _mm512_reduce_add_ps(vsum));
           m[row] = m_new;
         }
 
@@ -548,22 +579,33 @@ void dense_impl(const DenseAttentionTile& t) {
     }
 
     for (int r = 0; r < nr; ++r) {
+      // The gathered output rows are in L2 since the last key tile, but their address
+      // translations are long gone from the TLBs: touch them again a few rows ahead.
+      if (t.out_index && r + kPrefetchAhead < nr) {
+        const std::int64_t ahead = t.out_index[r0 + r + kPrefetchAhead];
+        prefetch_row(DType::f32, t.out, t.out_row_stride, ahead, dv);
+        if (t.lse) _mm_prefetch(reinterpret_cast<const char*>(t.lse + ahead), _MM_HINT_T0);
+      }
       const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
-      float* o = t.out + orow * t.out_row_stride;
-      const float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
+      // The row's result (in place in obuf with merge, else straight into out) and its lse.
+      float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
+      float* o = t.merge ? acc : t.out + orow * t.out_row_stride;
+      float row_lse;
       if (l[r] > 0.0f) {
         const __m512 inv = _mm512_set1_ps(1.0f / l[r]);
         int x = 0;
         for (; x + kW <= dv; x += kW) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
         if (x < dv) _mm512_mask_storeu_ps(o + x, prefix_mask(dv - x), _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
-        if (t.lse) t.lse[orow] = kLn2 * m[r] + std::log(l[r]);
+        row_lse = std::fma(kLn2, m[r], std::log(l[r]));
       } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
         for (int x = 0; x < dv; ++x) o[x] = l[r];
-        if (t.lse) t.lse[orow] = l[r];
+        row_lse = l[r];
       } else {  // no visible key: the empty-set rule
         for (int x = 0; x < dv; ++x) o[x] = 0.0f;
-        if (t.lse) t.lse[orow] = kNegInf;
+        row_lse = kNegInf;
       }
+      if (t.merge) merge_row(t.out + orow * t.out_row_stride, t.lse + orow, acc, row_lse, dv, combine_rows);
+      else if (t.lse) t.lse[orow] = row_lse;
     }
   }
 }

@@ -102,18 +102,23 @@ void dense(const DenseAttentionTile& t) {
     }
     for (std::int64_t r = 0; r < nr; ++r) {
       const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
-      float* o = t.out + orow * t.out_row_stride;
+      // The row's result (in place in acc with merge, else straight into out) and its lse.
+      float* ar = acc + r * dv;
+      float* o = t.merge ? ar : t.out + orow * t.out_row_stride;
+      float row_lse;
       if (l[r] > 0.0f) {
         const float inv = 1.0f / l[r];
-        for (int x = 0; x < dv; ++x) o[x] = acc[r * dv + x] * inv;
-        if (t.lse) t.lse[orow] = m[r] + std::log(l[r]);
+        for (int x = 0; x < dv; ++x) o[x] = ar[x] * inv;
+        row_lse = m[r] + std::log(l[r]);
       } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
         for (int x = 0; x < dv; ++x) o[x] = l[r];
-        if (t.lse) t.lse[orow] = l[r];
+        row_lse = l[r];
       } else {  // no visible key: the empty-set rule
         for (int x = 0; x < dv; ++x) o[x] = 0.0f;
-        if (t.lse) t.lse[orow] = kNegInf;
+        row_lse = kNegInf;
       }
+      if (t.merge) merge_row(t.out + orow * t.out_row_stride, t.lse + orow, ar, row_lse, dv, combine_rows_scalar);
+      else if (t.lse) t.lse[orow] = row_lse;
     }
   }
 }
