@@ -252,11 +252,15 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     // One draw per stratum of the sorted order outside the block: stratum i holds outside
     // positions [i*N/m, (i+1)*N/m) and its draw carries its size as weight (unbiased; strata of
     // similar hash buckets make the estimate less noisy than independent draws).
+    // Strata hold floor(outside / m) or one more keys: two logarithms serve every draw.
+    const std::int64_t small = outside / m;
+    const float log_small = static_cast<float>(std::log(static_cast<double>(small)));
+    const float log_large = static_cast<float>(std::log(static_cast<double>(small + 1)));
     for (std::int64_t i = 0; i < m; ++i) {
       const std::int64_t lo = i * outside / m, size = (i + 1) * outside / m - lo;
       const std::int64_t u = lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
       keys[i] = kperm[u < start ? u : u + blk];
-      biases[i] = static_cast<float>(std::log(static_cast<double>(size)));
+      biases[i] = size == small ? log_small : log_large;
     }
     return fixed + m;
   }
