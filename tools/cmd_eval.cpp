@@ -149,11 +149,21 @@ int run(const EvalOptions& o) {
     std::fflush(stdout);
   }
 
-  // --layer-keys auto: on the first window, each layer's KL with only that layer patched at the
-  // configured budget, then the square-root allocation of the same mean budget.
+  // --layer-keys auto: on the first window, the KL of each layer that some patch approximates, with
+  // only that layer patched at the configured budget; then, per patch, the square-root allocation of
+  // the same mean budget over the layers it patches.
   std::vector<double> layer_sensitivity;
+  std::vector<std::vector<std::int64_t>> patch_keys(patches.size(), layer_keys);  // [patches][layers]
   if (auto_layer_keys) {
-    tools::ProgressBar cal("calibrate", (1 + cfg.num_layers) * cfg.num_layers,
+    std::vector<bool> used(static_cast<std::size_t>(cfg.num_layers), false);
+    std::int64_t calibrated = 0;
+    for (const model::PatchSpec& ps : patches)
+      for (std::size_t l = 0; l < ps.layer_attention.size(); ++l)
+        if (ps.layer_attention[l] == LayerAttention::hyper && !used[l]) {
+          used[l] = true;
+          ++calibrated;
+        }
+    tools::ProgressBar cal("calibrate", (1 + calibrated) * cfg.num_layers,
                            o.quiet ? tools::ProgressStyle::off : tools::default_progress_style());
     model::PrefillOptions options;
     options.threads = threads;
@@ -167,6 +177,10 @@ int run(const EvalOptions& o) {
       return 1;
     }
     for (std::int64_t l = 0; l < cfg.num_layers; ++l) {
+      if (!used[static_cast<std::size_t>(l)]) {
+        layer_sensitivity.push_back(0.0);  // no patch approximates it
+        continue;
+      }
       options.layer_attention.assign(static_cast<std::size_t>(cfg.num_layers), LayerAttention::exact);
       options.layer_attention[static_cast<std::size_t>(l)] = LayerAttention::hyper;
       model::NextTokenScores scores;
@@ -185,18 +199,32 @@ int run(const EvalOptions& o) {
     }
     cal.finish();
     const std::int64_t mean_keys = h.block_size + h.sample_size;
-    if (Status s = model::allocate_layer_keys(layer_sensitivity, mean_keys, std::max<std::int64_t>(1, mean_keys / 4),
-                                              &layer_keys);
-        !s.ok()) {
-      std::fprintf(stderr, "hyperattn eval: --layer-keys auto: %s\n", s.message().c_str());
-      return 1;
-    }
-    std::string list;
-    for (std::size_t l = 0; l < layer_keys.size(); ++l) list += fmt::format("{}{}", l ? "," : "", layer_keys[l]);
     std::printf("--layer-keys auto: per-layer KL on window 0 at %lld keys:", static_cast<long long>(mean_keys));
-    for (double k : layer_sensitivity) std::printf(" %.5f", k);
-    std::printf("\n                   keys per query by layer (sqrt(KL) shares, mean <= %lld): %s\n",
-                static_cast<long long>(mean_keys), list.c_str());
+    for (std::size_t l = 0; l < layer_sensitivity.size(); ++l)
+      std::printf(used[l] ? " %.5f" : " -", layer_sensitivity[l]);
+    std::printf("\n");
+    for (std::size_t p = 0; p < patches.size(); ++p) {
+      std::vector<double> sens;  // [patched layers]
+      for (std::size_t l = 0; l < layer_sensitivity.size(); ++l)
+        if (patches[p].layer_attention[l] == LayerAttention::hyper) sens.push_back(layer_sensitivity[l]);
+      std::vector<std::int64_t> shares;
+      if (Status s = model::allocate_layer_keys(sens, mean_keys, std::max<std::int64_t>(1, mean_keys / 4), &shares);
+          !s.ok()) {
+        std::fprintf(stderr, "hyperattn eval: --layer-keys auto: --patch %s: %s\n", patches[p].text.c_str(),
+                     s.message().c_str());
+        return 1;
+      }
+      std::vector<std::int64_t>& keys = patch_keys[p];
+      keys.assign(static_cast<std::size_t>(cfg.num_layers), mean_keys);  // layers left exact: unused
+      std::string list;
+      for (std::size_t l = 0, i = 0; l < keys.size(); ++l) {
+        if (patches[p].layer_attention[l] == LayerAttention::hyper) keys[l] = shares[i++];
+        list += fmt::format("{}{}", l ? "," : "", keys[l]);
+      }
+      std::printf("                   --patch %s: keys per query by layer (sqrt(KL) shares, mean over its layers <= "
+                  "%lld): %s\n",
+                  patches[p].text.c_str(), static_cast<long long>(mean_keys), list.c_str());
+    }
     std::fflush(stdout);
   }
 
@@ -221,7 +249,6 @@ int run(const EvalOptions& o) {
     model::PrefillOptions options;
     options.threads = threads;
     options.hyper = h;
-    options.layer_keys = layer_keys;
     options.on_layer_done = [&bar](std::int64_t) { bar.advance(); };
 
     start = std::chrono::steady_clock::now();
@@ -236,6 +263,7 @@ int run(const EvalOptions& o) {
 
     for (std::size_t p = 0; p < patches.size(); ++p) {
       options.layer_attention = patches[p].layer_attention;
+      options.layer_keys = patch_keys[p];
       PrefillTimings pt;
       start = std::chrono::steady_clock::now();
       if (Status s = llama.prefill(window, o.seq_len, options, &patched_hidden, &pt); !s.ok()) {
@@ -351,7 +379,7 @@ int run(const EvalOptions& o) {
                               {"seed", h.seed},
                               {"sink_keys", h.sink_keys},
                               {"local_window", h.local_window},
-                              {"layer_keys", layer_keys},
+                              {"layer_keys", patch_keys[p]},
                               // enum codes of AttentionConfig (0 = uniform / gray_rank, the paper)
                               {"sampling_code", static_cast<int>(h.sampling)},
                               {"bucket_order_code", static_cast<int>(h.bucket_order)},

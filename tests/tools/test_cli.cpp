@@ -196,6 +196,17 @@ TEST_F(Cli, EvalLayerBudgetsLocalWindowAndPerPosition) {
   EXPECT_EQ(rows, 511);
   EXPECT_NEAR(kl_sum / rows, r["kl"].get<double>(), 1e-6 * (1.0 + r["kl"].get<double>()));
 
+  // A patch of two layers shares 2 x 31 keys between those two; layers left exact keep 31 (unused).
+  ASSERT_EQ(run(common + " --preset stratified-window --patch last:2 --layer-keys auto --json " + p("l2.json")), 0) << err();
+  std::ifstream f2(p("l2.json"));
+  const auto j2 = nlohmann::json::parse(f2);
+  ASSERT_EQ(j2["results"].size(), 2u);  // --patch all (the default list) and last:2
+  const auto& keys2 = j2["results"][1]["layer_keys"];
+  ASSERT_EQ(keys2.size(), 6u);
+  for (int l = 0; l < 4; ++l) EXPECT_EQ(keys2[l].get<std::int64_t>(), 31);
+  EXPECT_LE(keys2[4].get<std::int64_t>() + keys2[5].get<std::int64_t>(), 62);
+  EXPECT_GT(keys2[4].get<std::int64_t>() + keys2[5].get<std::int64_t>(), 60);
+
   for (const char* bad : {"1,2,3", "auto,5", "0,1,1,1,1,1"}) {
     EXPECT_EQ(run(common + " --layer-keys " + bad), 2) << bad;
     EXPECT_NE(err().find("--layer-keys"), std::string::npos) << err();
