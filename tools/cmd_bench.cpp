@@ -16,6 +16,7 @@
 #include "core/bfloat16.hpp"
 #include "hyperattn/attention.hpp"
 #include "options.hpp"
+#include "support/huge_page_allocator.hpp"
 #include "support/plot.hpp"
 #include "support/progress.hpp"
 #ifdef HYPERATTN_HAVE_CUDA
@@ -25,6 +26,7 @@
 namespace hyperattn::cli {
 namespace {
 
+using tools::HugePageAllocator;
 using tools::PlotSpec;
 using tools::ProgressBar;
 using tools::Series;
@@ -119,8 +121,9 @@ int run(const BenchOptions& o) {
     std::normal_distribution<float> nd(0.0f, 1.0f);
     const std::size_t nq = static_cast<std::size_t>(o.batch * o.heads * n * o.head_dim);
     const std::size_t nkv = static_cast<std::size_t>(o.batch * heads_kv * n * o.head_dim);
-    std::vector<float> f32[4];
-    std::vector<std::uint16_t> b16[4];
+    // Inputs on huge pages where the system offers them (as a user's large tensors should be).
+    std::vector<float, HugePageAllocator<float>> f32[4];
+    std::vector<std::uint16_t, HugePageAllocator<std::uint16_t>> b16[4];
     const std::size_t sizes[4] = {nq, nkv, nkv, nq};
     for (int t = 0; t < 4; ++t) {
       f32[t].resize(sizes[t]);
@@ -128,7 +131,7 @@ int run(const BenchOptions& o) {
       if (dtype == DType::bf16) {
         b16[t].resize(sizes[t]);
         for (std::size_t i = 0; i < sizes[t]; ++i) b16[t][i] = f32_to_bf16_bits(f32[t][i]);
-        std::vector<float>().swap(f32[t]);
+        std::vector<float, HugePageAllocator<float>>().swap(f32[t]);
       }
     }
     auto ptr = [&](int t) -> void* { return dtype == DType::bf16 ? static_cast<void*>(b16[t].data()) : static_cast<void*>(f32[t].data()); };
