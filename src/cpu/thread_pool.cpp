@@ -16,6 +16,23 @@ int resolve_threads(int requested) {
   return cores;
 }
 
+namespace {
+
+// Runs worker(0) on the calling thread and worker(1..n-1) on their own threads; returns when all end.
+void run_workers(int n, const std::function<void(int)>& worker) {
+  if (n == 1) {
+    worker(0);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<std::size_t>(n - 1));
+  for (int t = 1; t < n; ++t) pool.emplace_back(worker, t);
+  worker(0);
+  for (std::thread& th : pool) th.join();
+}
+
+}  // namespace
+
 void parallel_for(std::int64_t items, int threads,
                   const std::function<void(std::int64_t, int)>& body) {
   if (items <= 0) return;
@@ -24,15 +41,7 @@ void parallel_for(std::int64_t items, int threads,
   auto worker = [&](int thread) {
     for (std::int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1)) body(item, thread);
   };
-  if (n == 1) {
-    worker(0);
-    return;
-  }
-  std::vector<std::thread> pool;
-  pool.reserve(n - 1);
-  for (int t = 1; t < n; ++t) pool.emplace_back(worker, t);
-  worker(0);
-  for (std::thread& th : pool) th.join();
+  run_workers(n, worker);
 }
 
 void parallel_for_lookahead(std::int64_t items, int threads,
@@ -53,15 +62,7 @@ void parallel_for_lookahead(std::int64_t items, int threads,
       item = ahead >= 0 ? ahead : next.fetch_add(1);
     }
   };
-  if (n == 1) {
-    worker(0);
-    return;
-  }
-  std::vector<std::thread> pool;
-  pool.reserve(n - 1);
-  for (int t = 1; t < n; ++t) pool.emplace_back(worker, t);
-  worker(0);
-  for (std::thread& th : pool) th.join();
+  run_workers(n, worker);
 }
 
 }  // namespace hyperattn::cpu
