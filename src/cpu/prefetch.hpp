@@ -39,6 +39,29 @@ inline std::int64_t element_bytes(DType dtype) { return dtype == DType::f32 ? 4 
   for (std::int64_t r = r0; r < r0 + nr; ++r) prefetch_out_row(t, r);
 }
 
+// Slice `group` of `groups` of t's key tile [next, next + count): its key and value rows, into L2
+// when gathered (a whole tile of them would only crowd L1), into L1 when contiguous. Issued while
+// the current key tile computes, so the next tile's misses overlap its arithmetic.
+[[gnu::always_inline]] inline void prefetch_key_slice(const DenseAttentionTile& t, std::int64_t next, std::int64_t count,
+                                                      std::int64_t group, std::int64_t groups) {
+  const std::int64_t per_group = (count + groups - 1) / groups;
+  const std::int64_t lo = std::min(count, group * per_group);
+  const std::int64_t hi = std::min(count, lo + per_group);
+  const std::int64_t eb = element_bytes(t.dtype);
+  for (std::int64_t c = lo; c < hi; ++c) {
+    const std::int64_t row = t.k_index ? std::int64_t{t.k_index[next + c]} : next + c;
+    const char* k = static_cast<const char*>(t.k) + row * t.k_row_stride * eb;
+    const char* v = static_cast<const char*>(t.v) + row * t.v_row_stride * eb;
+    if (t.k_index) {
+      prefetch_l2(k, t.head_dim * eb);
+      prefetch_l2(v, t.head_dim_v * eb);
+    } else {
+      for (std::int64_t at = 0; at < t.head_dim * eb; at += 64) __builtin_prefetch(k + at, 0, 3);
+      for (std::int64_t at = 0; at < t.head_dim_v * eb; at += 64) __builtin_prefetch(v + at, 0, 3);
+    }
+  }
+}
+
 // Slice `part` of `parts` of the gathered rows tile n starts with: the query and output rows of
 // its first row tile (`row_tile` rows) and the key and value rows of its first key tile.
 [[gnu::always_inline]] inline void prefetch_tile_start(const DenseAttentionTile& n, int row_tile, int key_tile, int part, int parts) {

@@ -293,20 +293,8 @@ void dense(const DenseAttentionTile& t) {
         // DRAM once per row tile).
         if (c0 + kKeyTile < key_end) {
           const std::int64_t next = c0 + kKeyTile;
-          const std::int64_t next_count = std::min<std::int64_t>(kKeyTile, key_end - next);
-          const std::int64_t per_group = (next_count + nr_pad / kRowGroup - 1) / (nr_pad / kRowGroup);
-          const std::int64_t lo = std::min(next_count, g0 / kRowGroup * per_group);
-          const std::int64_t hi = std::min(next_count, lo + per_group);
-          for (std::int64_t c = lo; c < hi; ++c) {
-            const std::int64_t row = t.k_index ? std::int64_t{t.k_index[next + c]} : next + c;
-            if (t.k_index) {  // into L2: a whole tile of gathered rows would only crowd L1
-              prefetch_l2(row_address(t.dtype, t.k, t.k_row_stride, row), t.head_dim * element_bytes(t.dtype));
-              prefetch_l2(row_address(t.dtype, t.v, t.v_row_stride, row), t.head_dim_v * element_bytes(t.dtype));
-            } else {
-              prefetch_row(t.dtype, t.k, t.k_row_stride, row, t.head_dim);
-              prefetch_row(t.dtype, t.v, t.v_row_stride, row, t.head_dim_v);
-            }
-          }
+          prefetch_key_slice(t, next, std::min<std::int64_t>(kKeyTile, key_end - next), g0 / kRowGroup,
+                             nr_pad / kRowGroup);
         }
         // During the last key tile: this group's gathered output rows, stored or merged into
         // at the end of the row tile, and a slice of the rows the next tile starts with.
