@@ -36,6 +36,7 @@ struct DiagnoseOptions {
   std::string q, k, v;
   std::string mask;  // "causal", "none" or empty (causal for a model layer, none for files)
   std::string json_path, plot_path;
+  std::string matmul = "f32";  // the model's matrix products up to the layer: f32 or bf16
   AttentionConfig config;
 };
 
@@ -49,7 +50,8 @@ struct Problem {
 
 Status problem_from_model(const DiagnoseOptions& o, int threads, Problem* out) {
   model::LlamaModel llama;
-  HYPERATTN_RETURN_IF_ERROR(model::LlamaModel::load(o.model_dir, &llama));
+  HYPERATTN_RETURN_IF_ERROR(model::LlamaModel::load(
+      o.model_dir, &llama, o.matmul == "bf16" ? model::MatmulPrecision::bf16 : model::MatmulPrecision::f32));
   const model::LlamaConfig& c = llama.config();
   if (o.layer < 0 || o.layer >= c.num_layers) {
     return Status::InvalidArgument(fmt::format("--layer: expected 0..{} (the model has {} layers), found {}",
@@ -241,6 +243,9 @@ Command add_diagnose_command(CLI::App& app) {
   sub->add_option("--v", o->v, ".npy values, the shape of k");
   sub->add_option("--mask", o->mask, "causal or none (default: causal for --model, none for --q/--k/--v)")
       ->check(CLI::IsMember({"causal", "none"}));
+  sub->add_option("--matmul", o->matmul, "the model's matrix products up to the layer: f32 or bf16 (with --model)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
   sub->add_option("--json", o->json_path, "write the per-head results as JSON");
   sub->add_option("--plot", o->plot_path, "PNG of the captured mass by query position, one line per head");
   add_hyper_options(sub, &o->config);

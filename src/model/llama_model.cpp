@@ -49,7 +49,7 @@ PrefillTimings& PrefillTimings::operator+=(const PrefillTimings& o) {
   return *this;
 }
 
-Status LlamaModel::load(const std::string& dir, LlamaModel* out) {
+Status LlamaModel::load(const std::string& dir, LlamaModel* out, MatmulPrecision matmul) {
   LlamaModel m;
   HYPERATTN_RETURN_IF_ERROR(load_llama_config(dir, &m.config_));
   if (!is_supported_head_dim(m.config_.head_dim)) {
@@ -58,6 +58,18 @@ Status LlamaModel::load(const std::string& dir, LlamaModel* out) {
   }
   HYPERATTN_RETURN_IF_ERROR(load_llama_weights(dir, m.config_, &m.weights_));
   m.dir_ = dir;
+  m.matmul_ = matmul;
+  if (matmul == MatmulPrecision::bf16) {
+    const LlamaConfig& c = m.config_;
+    const std::int64_t qkv_width = c.q_width() + 2 * c.kv_width();
+    for (const LlamaLayerWeights& w : m.weights_.layers) {
+      m.bf16_layers_.push_back({pack_bf16_matrix(w.qkv_proj.data(), qkv_width, c.hidden_size),
+                                pack_bf16_matrix(w.o_proj.data(), c.hidden_size, c.q_width()),
+                                pack_bf16_matrix(w.gate_up_proj.data(), 2 * c.intermediate_size, c.hidden_size),
+                                pack_bf16_matrix(w.down_proj.data(), c.hidden_size, c.intermediate_size)});
+    }
+    m.bf16_output_ = pack_bf16_matrix(m.weights_.output_embedding(), c.vocab_size, c.hidden_size);
+  }
   *out = std::move(m);
   return Status::Ok();
 }
@@ -132,12 +144,23 @@ void apply_rope(float* x, std::int64_t rows, std::int64_t row_stride, std::int64
   });
 }
 
-void LlamaModel::logits(const float* hidden, std::int64_t rows, float* out) const {
+void LlamaModel::matmul_rows(const float* a, std::int64_t rows, std::int64_t lda, const float* w_f32,
+                             const Bf16Matrix& w_bf16, std::int64_t n, std::int64_t k, float* c, std::int64_t ldc,
+                             bool accumulate, int threads) const {
+  if (matmul_ == MatmulPrecision::bf16) {
+    gemm_bf16(a, rows, lda, w_bf16, c, ldc, accumulate, threads);
+    return;
+  }
+  set_blas_threads(threads);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(n), as_int(k), 1.0f, a, as_int(lda),
+              w_f32, as_int(k), accumulate ? 1.0f : 0.0f, c, as_int(ldc));
+}
+
+void LlamaModel::logits(const float* hidden, std::int64_t rows, float* out, int threads) const {
   const LlamaConfig& c = config_;
   // out [rows, vocab] = hidden [rows, hidden] . W^T, W [vocab, hidden]
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(c.vocab_size), as_int(c.hidden_size), 1.0f,
-              hidden, as_int(c.hidden_size), weights_.output_embedding(), as_int(c.hidden_size), 0.0f, out,
-              as_int(c.vocab_size));
+  matmul_rows(hidden, rows, c.hidden_size, weights_.output_embedding(), bf16_output_, c.vocab_size, c.hidden_size, out,
+              c.vocab_size, false, threads);
 }
 
 Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const PrefillOptions& options,
@@ -213,8 +236,10 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
   hyper_config.causal = true;
   hyper_config.threads = threads;
 
+  static const Bf16Layer kNoBf16;
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
     const LlamaLayerWeights& w = weights_.layers[static_cast<std::size_t>(l)];
+    const Bf16Layer& wb = bf16_layers_.empty() ? kNoBf16 : bf16_layers_[static_cast<std::size_t>(l)];
 
     start = Clock::now();
     rms_norm(x.data(), w.input_norm.data(), n, hidden, c.rms_norm_eps, h.data(), threads);
@@ -222,8 +247,7 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
 
     start = Clock::now();
     // qkv [n, qkv_width] = h [n, hidden] . W_qkv^T, W_qkv [qkv_width, hidden]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(n), as_int(qkv_width), as_int(hidden), 1.0f, h.data(),
-                as_int(hidden), w.qkv_proj.data(), as_int(hidden), 0.0f, qkv.data(), as_int(qkv_width));
+    matmul_rows(h.data(), n, hidden, w.qkv_proj.data(), wb.qkv_proj, qkv_width, hidden, qkv.data(), qkv_width, false, threads);
     t.qkv_proj += seconds_since(start);
 
     start = Clock::now();
@@ -255,8 +279,7 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
 
     start = Clock::now();
     // x [n, hidden] += attn [n, q_width] . W_o^T, W_o [hidden, q_width]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(n), as_int(hidden), as_int(c.q_width()), 1.0f,
-                attn.data(), as_int(c.q_width()), w.o_proj.data(), as_int(c.q_width()), 1.0f, x.data(), as_int(hidden));
+    matmul_rows(attn.data(), n, c.q_width(), w.o_proj.data(), wb.o_proj, hidden, c.q_width(), x.data(), hidden, true, threads);
     t.o_proj += seconds_since(start);
 
     start = Clock::now();
@@ -267,9 +290,8 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
     for (std::int64_t r0 = 0; r0 < n; r0 += mlp_rows) {
       const std::int64_t rows = std::min(mlp_rows, n - r0);
       // gate_up [rows, 2 inter] = h [rows, hidden] . W_gu^T, W_gu [2 inter, hidden]
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(2 * inter), as_int(hidden), 1.0f,
-                  h.data() + r0 * hidden, as_int(hidden), w.gate_up_proj.data(), as_int(hidden), 0.0f, gate_up.data(),
-                  as_int(2 * inter));
+      matmul_rows(h.data() + r0 * hidden, rows, hidden, w.gate_up_proj.data(), wb.gate_up_proj, 2 * inter, hidden,
+                  gate_up.data(), 2 * inter, false, threads);
       parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
         for (std::int64_t r = begin; r < end; ++r) {
           float* g = gate_up.data() + r * 2 * inter;  // [inter], becomes silu(g) * u
@@ -279,9 +301,8 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
       });
       // x [rows, hidden] += act [rows, inter] . W_down^T, W_down [hidden, inter]; act is the first
       // half of each gate_up row (leading dimension 2 inter)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(rows), as_int(hidden), as_int(inter), 1.0f,
-                  gate_up.data(), as_int(2 * inter), w.down_proj.data(), as_int(inter), 1.0f, x.data() + r0 * hidden,
-                  as_int(hidden));
+      matmul_rows(gate_up.data(), rows, 2 * inter, w.down_proj.data(), wb.down_proj, hidden, inter, x.data() + r0 * hidden,
+                  hidden, true, threads);
     }
     t.mlp += seconds_since(start);
     if (options.on_layer_done) options.on_layer_done(l);

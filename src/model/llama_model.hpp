@@ -18,12 +18,24 @@
 
 #include "hyperattn/config.hpp"
 #include "hyperattn/status.hpp"
+#include "model/bf16_gemm.hpp"
 #include "model/llama_config.hpp"
 #include "model/llama_weights.hpp"
 
 namespace hyperattn::model {
 
 enum class LayerAttention : std::uint8_t { exact, hyper };
+
+// The arithmetic of the model's matrix products (projections, MLP, output head); attention, norms,
+// RoPE and the softmax are fp32 either way.
+enum class MatmulPrecision : std::uint8_t {
+  // fp32 operands, fp32 sums (OpenBLAS sgemm): reproduces reference/ (NLL to 1e-5).
+  f32,
+  // bf16 operands (activations rounded to bf16 at each product's input, as a bf16 model runs on an
+  // accelerator), exact products, fp32 sums (bf16_gemm.hpp): twice the arithmetic rate where the
+  // CPU has AVX512-BF16. Moves the NLL by ~1e-3 per position (docs/model.md).
+  bf16,
+};
 
 // How the rotary angles pos * theta^(-2i/d) are rounded.
 enum class RopeAngles : std::uint8_t {
@@ -79,11 +91,14 @@ AttentionConfig with_keys_per_query(const AttentionConfig& hyper, std::int64_t k
 class LlamaModel {
  public:
   // Loads `<dir>/config.json`, the weights and refuses any architecture it does not implement.
-  static Status load(const std::string& dir, LlamaModel* out);
+  // `matmul` chooses the arithmetic of every matrix product of this instance (bf16 packs the
+  // weights once here).
+  static Status load(const std::string& dir, LlamaModel* out, MatmulPrecision matmul = MatmulPrecision::f32);
 
   const LlamaConfig& config() const { return config_; }
   const LlamaWeights& weights() const { return weights_; }
   const std::string& dir() const { return dir_; }
+  MatmulPrecision matmul() const { return matmul_; }
 
   // Runs the decoder over tokens[0..n) (positions 0..n-1) and writes the hidden states after the
   // final RMSNorm, [n, hidden], to *final_hidden. Adds its timings to *timings when non-null.
@@ -91,12 +106,26 @@ class LlamaModel {
                  std::vector<float>* final_hidden, PrefillTimings* timings) const;
 
   // logits [rows, vocab] = hidden [rows, hidden] . output_embedding^T (no softmax).
-  void logits(const float* hidden, std::int64_t rows, float* out) const;
+  void logits(const float* hidden, std::int64_t rows, float* out, int threads = 1) const;
 
  private:
+  // The bf16-packed weights (MatmulPrecision::bf16 only).
+  struct Bf16Layer {
+    Bf16Matrix qkv_proj, o_proj, gate_up_proj, down_proj;
+  };
+
+  // c [rows, n] (+)= a [rows, k] (row stride lda) . W^T with W [n, k] = w_f32 (rows contiguous) or its
+  // bf16 packing, by the instance's MatmulPrecision.
+  void matmul_rows(const float* a, std::int64_t rows, std::int64_t lda, const float* w_f32,
+                   const Bf16Matrix& w_bf16, std::int64_t n, std::int64_t k, float* c, std::int64_t ldc,
+                   bool accumulate, int threads) const;
+
   LlamaConfig config_;
   LlamaWeights weights_;
   std::string dir_;
+  MatmulPrecision matmul_ = MatmulPrecision::f32;
+  std::vector<Bf16Layer> bf16_layers_;
+  Bf16Matrix bf16_output_;
 };
 
 // Hugging Face RMSNorm: y = x / sqrt(mean(x^2) + eps) * weight, per row, fp32.

@@ -65,7 +65,7 @@ Status score_next_tokens(const LlamaModel& model, const float* hidden, const flo
   for (std::int64_t r0 = 0; r0 < scored; r0 += kRowChunk) {
     const std::int64_t rows = std::min(kRowChunk, scored - r0);
     auto start = Clock::now();
-    model.logits(hidden + r0 * width, rows, lp.data());
+    model.logits(hidden + r0 * width, rows, lp.data(), threads);
     log_softmax_rows(lp.data(), rows, vocab, threads);
     t.head += seconds_since(start);
     for (std::int64_t r = 0; r < rows; ++r) {
@@ -74,7 +74,7 @@ Status score_next_tokens(const LlamaModel& model, const float* hidden, const flo
     }
     if (!reference_hidden) continue;
     start = Clock::now();
-    model.logits(reference_hidden + r0 * width, rows, lp_ref.data());
+    model.logits(reference_hidden + r0 * width, rows, lp_ref.data(), threads);
     log_softmax_rows(lp_ref.data(), rows, vocab, threads);
     t.reference_head += seconds_since(start);
     start = Clock::now();

@@ -116,19 +116,25 @@ struct TempDir {
 inline void write_json(const std::string& path, const nlohmann::json& j) { std::ofstream(path) << j.dump(2); }
 
 // The naive double-precision forward pass: per-position NLL of tokens[1..n) (rope angles in double).
+// round_bf16 emulates MatmulPrecision::bf16: every matrix product's operands are rounded to bf16
+// (the activation via fp32, as the runner holds it), the products and sums stay in double.
 inline std::vector<double> naive_llama_nll(const TinyShape& s, const TensorMap& w, bool tied,
-                                           const std::vector<std::int32_t>& tokens) {
+                                           const std::vector<std::int32_t>& tokens,
+                                           float (*round_bf16)(float) = nullptr) {
   const auto n = static_cast<std::int64_t>(tokens.size());
   const std::int64_t H = s.hidden, D = s.head_dim(), qw = s.heads_q * D, kvw = s.heads_kv * D;
   auto W = [&](const std::string& name) -> const std::vector<float>& { return w.at(name).second; };
   // y [n, out] = x [n, in] . M^T, M [out, in]
-  auto matmul = [](const std::vector<double>& x, std::int64_t rows, std::int64_t in, const std::vector<float>& M,
-                   std::int64_t out) {
+  auto matmul = [round_bf16](const std::vector<double>& x, std::int64_t rows, std::int64_t in,
+                             const std::vector<float>& M, std::int64_t out) {
+    auto op = [round_bf16](double v) {
+      return round_bf16 ? static_cast<double>(round_bf16(static_cast<float>(v))) : v;
+    };
     std::vector<double> y(static_cast<std::size_t>(rows * out), 0.0);
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t o = 0; o < out; ++o) {
         double acc = 0.0;
-        for (std::int64_t i = 0; i < in; ++i) acc += x[r * in + i] * M[o * in + i];
+        for (std::int64_t i = 0; i < in; ++i) acc += op(x[r * in + i]) * op(M[o * in + i]);
         y[r * out + o] = acc;
       }
     return y;
