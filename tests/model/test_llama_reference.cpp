@@ -90,5 +90,42 @@ TEST(LlamaReference, ReproducesTokensNllAndLogits) {
   }
 }
 
+// MatmulPrecision::bf16 on the bundled model: not the reference's arithmetic, so not reproduced to
+// 1e-4. The products themselves are checked exactly in test_bf16_gemm.cpp; here is what bf16 must
+// keep, as requirements rather than derived bounds: the mean NLL within 2^-8 * 0.1 nats of the
+// reference (a perplexity change under 0.04%) and every position within 2^-8 * 32 = 0.125 nats.
+// Measured: the mean moves by 1.1e-4 nats (0.011% in perplexity), single positions by up to 0.047.
+// And it must differ from fp32 (which reproduces every position to 1.5e-5): the products are bf16.
+TEST(LlamaReference, Bf16MatmulKeepsThePerplexity) {
+  LlamaModel model;
+  Status s = LlamaModel::load(kModelDir, &model, MatmulPrecision::bf16);
+  ASSERT_TRUE(s.ok()) << s.message();
+  io::Array ref_tokens, ref_nll;
+  ASSERT_TRUE(io::read_npy(kModelDir + "/reference/tokens.npy", &ref_tokens).ok());
+  ASSERT_TRUE(io::read_npy(kModelDir + "/reference/nll.npy", &ref_nll).ok());
+  const std::int64_t n = ref_tokens.numel();
+  const auto* ids = reinterpret_cast<const std::int32_t*>(ref_tokens.bytes.data());
+  PrefillOptions options;
+  options.threads = 2;
+  std::vector<float> hidden;  // [n, hidden]
+  s = model.prefill(ids, n, options, &hidden, nullptr);
+  ASSERT_TRUE(s.ok()) << s.message();
+  NextTokenScores scores;
+  ASSERT_TRUE(score_next_tokens(model, hidden.data(), nullptr, ids, n, 2, &scores, nullptr).ok());
+  const std::vector<float> expected_nll = ref_nll.to_f32();  // [n - 1]
+  ASSERT_EQ(scores.nll.size(), expected_nll.size());
+  double mean = 0.0, worst = 0.0;
+  for (std::size_t i = 0; i < expected_nll.size(); ++i) {
+    mean += expected_nll[i];
+    worst = std::max(worst, std::abs(scores.nll[i] - expected_nll[i]));
+    ASSERT_NEAR(scores.nll[i], expected_nll[i], std::ldexp(32.0, -8)) << "position " << i + 1;
+  }
+  mean /= static_cast<double>(expected_nll.size());
+  EXPECT_NEAR(mean_of(scores.nll), mean, std::ldexp(0.1, -8));
+  EXPECT_GT(worst, 1e-4);  // the products really were bf16: fp32 reproduces every position to 1.5e-5
+  std::printf("bf16 matmul: mean NLL %.6f (reference %.6f), largest per-position change %.4f\n", mean_of(scores.nll),
+              mean, worst);
+}
+
 }  // namespace
 }  // namespace hyperattn::model
