@@ -1,6 +1,7 @@
 // bench/bench_gemm.cpp: the model runner's matrix products, OpenBLAS sgemm (MatmulPrecision::f32)
 // against gemm_bf16 (MatmulPrecision::bf16), on the bundled model's shapes: C [rows, n] = A [rows, k]
-// . W^T. Counters: FLOPS (2 rows n k per call over wall time) and peak_frac, over this machine's
+// . W^T. sgemm with 1 thread is what the runner calls on each thread's row slice (llama_model.cpp).
+// Counters: FLOPS (2 rows n k per call over wall time) and peak_frac, over this machine's
 // 2-thread peaks measured in docs/performance.md (233 GFLOP/s fp32 FMA, 466 bf16 dot; per thread
 // half). Run: ./build/bench/bench_gemm --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
@@ -22,9 +23,9 @@ struct Shape {
 };
 
 // llama-11m-32k: hidden 384, intermediate 1024, q/k/v width 384 + 2 * 128, vocab 4096; the MLP runs
-// in 4096-row chunks and the head in 256-row chunks (src/model).
+// in 4096-row chunks and the head in 1024-row chunks (src/model); "head_256" is its chunk before.
 constexpr Shape kShapes[] = {{"qkv", 32768, 640, 384},    {"o_proj", 32768, 384, 384}, {"gate_up", 4096, 2048, 384},
-                             {"down", 4096, 384, 1024},   {"head", 256, 4096, 384},    {"head_2048", 2048, 4096, 384}};
+                             {"down", 4096, 384, 1024},   {"head", 1024, 4096, 384},   {"head_256", 256, 4096, 384}};
 constexpr double kPeakF32PerThread = 116.5e9, kPeakBf16PerThread = 233e9;
 
 struct Operands {

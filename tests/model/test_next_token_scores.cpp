@@ -23,7 +23,7 @@ std::vector<double> log_softmax_f64(const float* logits, std::int64_t vocab) {
 
 TEST(NextTokenScores, MatchesDenseDoubleAcrossChunks) {
   TinyShape shape;
-  shape.max_pos = 1024;
+  shape.max_pos = 2400;
   TempDir dir("scores");
   TensorMap w = make_tiny_weights(shape, false, 9);
   write_json(dir.str() + "/config.json", tiny_config(shape, false));
@@ -31,7 +31,7 @@ TEST(NextTokenScores, MatchesDenseDoubleAcrossChunks) {
   LlamaModel model;
   ASSERT_TRUE(LlamaModel::load(dir.str(), &model).ok());
 
-  const std::int64_t n = 600, vocab = shape.vocab, width = shape.hidden;  // > 2 chunks of 256 rows
+  const std::int64_t n = 2300, vocab = shape.vocab, width = shape.hidden;  // > 2 chunks of 1024 rows
   std::mt19937 rng(4);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(n));
