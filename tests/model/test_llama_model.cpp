@@ -62,6 +62,26 @@ constexpr double kNllTolerance = 1e-4;
 // that makes this test fail at one position and all after it is such a flip, not a wrong product.
 constexpr double kBf16NllTolerance = kNllTolerance;
 
+// The runner's per-position NLL of `tokens` with 1 and 2 threads against `expected`.
+void expect_nll_near(const LlamaModel& model, const std::vector<std::int32_t>& tokens,
+                     const std::vector<double>& expected, double tolerance) {
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  for (int threads : {1, 2}) {
+    PrefillOptions options;
+    options.threads = threads;
+    options.rope_angles = RopeAngles::float64;  // the naive pass uses exact angles
+    std::vector<float> hidden;
+    Status s = model.prefill(tokens.data(), n, options, &hidden, nullptr);
+    ASSERT_TRUE(s.ok()) << s.message();
+    NextTokenScores scores;
+    ASSERT_TRUE(score_next_tokens(model, hidden.data(), nullptr, tokens.data(), n, threads, &scores, nullptr).ok());
+    ASSERT_EQ(scores.nll.size(), expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      ASSERT_NEAR(scores.nll[i], expected[i], tolerance) << "position " << i + 1 << ", threads " << threads;
+    }
+  }
+}
+
 TEST_P(TinyLlama, MatchesNaiveDoubleForward) {
   const Case c = GetParam();
   TinyShape shape;
@@ -75,20 +95,7 @@ TEST_P(TinyLlama, MatchesNaiveDoubleForward) {
   const std::int64_t n = 48;
   const auto tokens = random_tokens(n, shape.vocab, 11);
   const std::vector<double> expected = naive_llama_nll(shape, w, c.tied, tokens);
-  for (int threads : {1, 2}) {
-    PrefillOptions options;
-    options.threads = threads;
-    options.rope_angles = RopeAngles::float64;  // the naive pass uses exact angles
-    std::vector<float> hidden;
-    s = model.prefill(tokens.data(), n, options, &hidden, nullptr);
-    ASSERT_TRUE(s.ok()) << s.message();
-    NextTokenScores scores;
-    ASSERT_TRUE(score_next_tokens(model, hidden.data(), nullptr, tokens.data(), n, threads, &scores, nullptr).ok());
-    ASSERT_EQ(scores.nll.size(), expected.size());
-    for (std::size_t i = 0; i < expected.size(); ++i) {
-      ASSERT_NEAR(scores.nll[i], expected[i], kNllTolerance) << "position " << i + 1 << ", threads " << threads;
-    }
-  }
+  expect_nll_near(model, tokens, expected, kNllTolerance);
 }
 
 class TinyLlamaBf16 : public ::testing::TestWithParam<Case> {};
@@ -110,20 +117,7 @@ TEST_P(TinyLlamaBf16, Bf16MatmulMatchesNaiveForwardWithBf16Operands) {
   double moved = 0.0;  // how far bf16 operands move the NLL: the test must be able to tell them apart
   for (std::size_t i = 0; i < expected.size(); ++i) moved = std::max(moved, std::fabs(expected[i] - unrounded[i]));
   EXPECT_GT(moved, 10 * kBf16NllTolerance);
-  for (int threads : {1, 2}) {
-    PrefillOptions options;
-    options.threads = threads;
-    options.rope_angles = RopeAngles::float64;
-    std::vector<float> hidden;
-    s = model.prefill(tokens.data(), n, options, &hidden, nullptr);
-    ASSERT_TRUE(s.ok()) << s.message();
-    NextTokenScores scores;
-    ASSERT_TRUE(score_next_tokens(model, hidden.data(), nullptr, tokens.data(), n, threads, &scores, nullptr).ok());
-    ASSERT_EQ(scores.nll.size(), expected.size());
-    for (std::size_t i = 0; i < expected.size(); ++i) {
-      ASSERT_NEAR(scores.nll[i], expected[i], kBf16NllTolerance) << "position " << i + 1 << ", threads " << threads;
-    }
-  }
+  expect_nll_near(model, tokens, expected, kBf16NllTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, TinyLlama,
