@@ -199,10 +199,10 @@ struct ThreadScratch {
   std::vector<float> slot_bias[2];
   int slot = 0;                // tile[slot] holds item `prepared`
   std::int64_t prepared = -1;  // in the current phase, or -1
-  // Parts with a local window: a block's rows outside every window, and one windowed row's keys.
-  std::vector<std::int32_t> rows;      // [rows of a block]
-  std::vector<std::int32_t> row_keys;  // [block + samples + window]
-  std::vector<float> row_bias;         // [block + samples + window]
+  // Parts with a local window: a block's row windows, and its keys followed by the window's.
+  std::vector<std::int32_t> row_window;  // [rows of a block][2]
+  std::vector<std::int32_t> row_keys;    // [block + samples + window span]
+  std::vector<float> row_bias;           // [block + samples + window span]
 };
 
 // Fills keys/bias for approximated block `beta` of part p: the sinks, the block's keys, then the
@@ -375,56 +375,51 @@ cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, 
   return t;
 }
 
-// An approximated block of a part with a local window (t: the block's tile, keys gathered). Rows
-// whose window reaches into the part's hashed keys get their own key list: the block's keys and
-// samples with those in the window masked (bias -inf, so the samples still estimate the sum over
-// the keys outside block and window without bias), then the window's keys, exact.
+// The keys a part's local windows reach, [*w0, *w1): the union of its rows' windows (those of
+// rows q0 .. q1-1, at key positions q + window_delta, are [max(lsh_k0, pos - w), min(k1, pos))).
+void window_span(const Part& p, std::int64_t* w0, std::int64_t* w1) {
+  *w0 = std::max(p.k0 + p.sinks, p.q0 + p.window_delta - p.window);
+  *w1 = std::min(p.k1, p.q1 - 1 + p.window_delta);
+}
+
+// An approximated block of a part with a local window (t: the block's tile, keys gathered). If the
+// window of any of its rows reaches into the part's hashed keys, the block runs as one tile over
+// its keys and samples followed by every key the part's windows reach (window_span), with the
+// kernel's row windows (DenseAttentionTile::row_window): a row sees the block's keys and samples
+// outside its window (those inside are masked, so the samples still estimate the sum over the
+// keys outside block and window without bias) and, exactly, the keys of its window; a row the
+// window does not reach sees the block's keys and samples only, as without a window.
 void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTile& t, ThreadScratch& s) {
   const std::int64_t lsh_k0 = p.k0 + p.sinks;
-  // The window of `row`: keys [w0, w1) (empty when w0 >= w1).
-  auto window_of = [&](std::int32_t row, std::int64_t* w0, std::int64_t* w1) {
-    const std::int64_t pos = row + p.window_delta;
-    *w0 = std::max(lsh_k0, pos - p.window);
-    *w1 = std::min(p.k1, pos);
-  };
-  std::int64_t plain = 0;
+  bool reached = false;
   for (std::int64_t r = 0; r < t.rows; ++r) {
-    std::int64_t w0, w1;
-    window_of(t.q_index[r], &w0, &w1);
-    if (w0 >= w1) s.rows[static_cast<std::size_t>(plain++)] = t.q_index[r];
+    const std::int64_t pos = t.q_index[r] + p.window_delta;
+    const std::int64_t w0 = std::max(lsh_k0, pos - p.window), w1 = std::min(p.k1, pos);
+    s.row_window[static_cast<std::size_t>(2 * r)] = static_cast<std::int32_t>(w0);
+    s.row_window[static_cast<std::size_t>(2 * r + 1)] = static_cast<std::int32_t>(std::max(w0, w1));
+    reached |= w0 < w1;
   }
-  if (plain > 0) {
-    cpu::DenseAttentionTile u = t;
-    u.q_index = s.rows.data();
-    u.out_index = u.q_index;
-    u.rows = plain;
-    ctx.kernel.dense(u);
+  if (!reached) {
+    ctx.kernel.dense(t);
+    return;
   }
-  if (plain == t.rows) return;
-  for (std::int64_t r = 0; r < t.rows; ++r) {
-    std::int64_t w0, w1;
-    window_of(t.q_index[r], &w0, &w1);
-    if (w0 >= w1) continue;  // done with the plain rows
-    std::int32_t* keys = s.row_keys.data();  // [t.keys + (w1 - w0)]
-    float* bias = s.row_bias.data();         // [t.keys + (w1 - w0)]
-    for (std::int64_t j = 0; j < t.keys; ++j) {
-      keys[j] = t.k_index[j];
-      bias[j] = keys[j] >= w0 && keys[j] < w1 ? kNegInf : t.key_bias[j];
-    }
-    for (std::int64_t k = w0; k < w1; ++k) {
-      keys[t.keys + k - w0] = static_cast<std::int32_t>(k);
-      bias[t.keys + k - w0] = 0.0f;
-    }
-    cpu::DenseAttentionTile u = t;
-    u.k_index = keys;
-    u.key_bias = bias;
-    u.keys = t.keys + (w1 - w0);
-    u.q_index = &t.q_index[r];
-    u.out_index = u.q_index;
-    u.rows = 1;
-    u.next = nullptr;
-    ctx.kernel.dense(u);
+  std::int64_t u0, u1;
+  window_span(p, &u0, &u1);
+  std::int32_t* keys = s.row_keys.data();  // [t.keys + (u1 - u0)]
+  float* bias = s.row_bias.data();
+  std::copy(t.k_index, t.k_index + t.keys, keys);
+  std::copy(t.key_bias, t.key_bias + t.keys, bias);
+  for (std::int64_t k = u0; k < u1; ++k) {
+    keys[t.keys + k - u0] = static_cast<std::int32_t>(k);
+    bias[t.keys + k - u0] = 0.0f;
   }
+  cpu::DenseAttentionTile u = t;
+  u.k_index = keys;
+  u.key_bias = bias;
+  u.keys = t.keys + (u1 - u0);
+  u.row_window = s.row_window.data();
+  u.window_from = t.keys;
+  ctx.kernel.dense(u);
 }
 
 // Runs item i, preparing item `next` (if any) first so the kernel can prefetch its rows.
@@ -468,7 +463,11 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
       units = block_count(p, ctx.config);
       max_keys = std::max(max_keys, ctx.config.block_size + std::max(p.sinks, ctx.config.sample_size));
       max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
-      max_window = std::max(max_window, p.window);
+      if (p.window > 0) {
+        std::int64_t w0, w1;
+        window_span(p, &w0, &w1);
+        max_window = std::max(max_window, std::max<std::int64_t>(w1 - w0, 1));
+      }
       unit_cost = static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
                   static_cast<double>(ctx.config.block_size + ctx.config.sample_size);
     } else {
@@ -496,7 +495,7 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
     }
     s.prepared = -1;
     if (max_window > 0) {
-      s.rows.resize(static_cast<std::size_t>(max_rows));
+      s.row_window.resize(static_cast<std::size_t>(2 * max_rows));
       s.row_keys.resize(static_cast<std::size_t>(max_keys + max_window));
       s.row_bias.resize(static_cast<std::size_t>(max_keys + max_window));
     }
