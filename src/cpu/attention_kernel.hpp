@@ -136,6 +136,13 @@ struct AttentionKernel {
   const char* name;  // e.g. "avx512", "avx2", "scalar"
   void (*dense)(const DenseAttentionTile& tile);
   std::size_t (*scratch_floats)(int head_dim, int head_dim_v);
+  // Optional: does dense() compute this tile's row windows compactly? If so, each row with a
+  // window gets the same bits as a tile of that row alone, without row_window, over keys
+  // [0, window_from) (those inside its window with bias -inf) followed by its window's keys among
+  // [window_from, keys), in their order (so a block's windowed rows can run with the block instead
+  // of one call each, with the results of the latter). Null: never (row windows are still honoured,
+  // but a windowed row's arithmetic follows the tile's own key order).
+  bool (*compact_windows)(const DenseAttentionTile& tile) = nullptr;
 };
 
 // The kernel chosen once from the CPU's features; HYPERATTN_ISA=scalar|avx2|avx512 forces one

@@ -847,6 +847,80 @@ TEST(AttentionKernels, SmallTilesMatchThePackedPath) {
         }
 }
 
+// Kernels that compute row windows compactly (AttentionKernel::compact_windows): every row gets
+// the bits of a tile of that row alone, without row windows, over keys [0, window_from) (those
+// inside its window biased -inf) followed by its window's keys: what the engine ran before it
+// batched a block's windowed rows. Written and merged, one and several key tiles.
+TEST(AttentionKernels, CompactWindowsMatchOneRowTiles) {
+  std::uint32_t seed = 1200;
+  int checked = 0;
+  for (const AttentionKernel* kernel : all_kernels()) {
+    if (kernel->compact_windows == nullptr) continue;
+    struct Shape {
+      std::int64_t rows, keys, window;
+      int d, dv;
+    };
+    for (const Shape& sh : std::vector<Shape>{{16, 127, 32, 64, 64}, {47, 378, 94, 64, 64}, {11, 80, 22, 64, 64},
+                                             {154, 1235, 308, 64, 64}, {64, 509, 128, 64, 64}, {7, 50, 14, 32, 48},
+                                             {40, 250, 10, 128, 80}})
+      for (bool merge : {false, true}) {
+        SCOPED_TRACE(std::string(kernel->name) + " rows=" + std::to_string(sh.rows) + " keys=" + std::to_string(sh.keys) +
+                     " window=" + std::to_string(sh.window) + (merge ? " merge" : ""));
+        std::mt19937 rng(seed++);
+        GatheredTile g = gathered_tile(sh.rows, sh.keys, sh.window, sh.d, sh.dv, rng);
+        for (std::int64_t i = 60; i < sh.rows; ++i)  // at most 20 windowed rows (a kernel's capacity is limited)
+          g.row_window[static_cast<std::size_t>(2 * i)] = g.row_window[static_cast<std::size_t>(2 * i + 1)] = 0;
+        Scratch scratch(kernel->scratch_floats(g.d, g.dv));
+        const std::vector<float> out0 = g.out, lse0 = g.lse;
+        DenseAttentionTile whole = g.tile(scratch.data);
+        whole.merge = merge;
+        ASSERT_TRUE(kernel->compact_windows(whole));
+        kernel->dense(whole);
+        const std::vector<float> got = g.out, got_lse = g.lse;
+        g.out = out0;
+        g.lse = lse0;
+        for (std::int64_t i = 0; i < sh.rows; ++i) {
+          const std::int32_t lo = g.row_window[static_cast<std::size_t>(2 * i)], hi = g.row_window[static_cast<std::size_t>(2 * i + 1)];
+          std::vector<std::int32_t> keys;
+          std::vector<float> bias;
+          for (std::int64_t j = 0; j < whole.keys; ++j) {
+            const std::int32_t pos = g.k_index[static_cast<std::size_t>(j)];
+            const bool inside = pos >= lo && pos < hi;
+            if (j < whole.window_from) {
+              keys.push_back(pos);
+              bias.push_back(inside ? -std::numeric_limits<float>::infinity() : g.bias[static_cast<std::size_t>(j)]);
+            } else if (inside) {
+              keys.push_back(pos);
+              bias.push_back(g.bias[static_cast<std::size_t>(j)]);
+            }
+          }
+          DenseAttentionTile one = g.tile(scratch.data);
+          one.merge = merge;
+          one.row_window = nullptr;
+          one.window_from = 0;
+          one.rows = 1;
+          one.q_index += i;
+          one.out_index += i;
+          one.k_index = keys.data();
+          one.key_bias = bias.data();
+          one.keys = static_cast<std::int64_t>(keys.size());
+          kernel->dense(one);
+          const std::int64_t orow = g.out_index[static_cast<std::size_t>(i)];
+          ASSERT_TRUE(same_bits(got_lse[static_cast<std::size_t>(orow)], g.lse[static_cast<std::size_t>(orow)]))
+              << "row " << i << (lo < hi ? " (windowed)" : "") << ": lse " << got_lse[static_cast<std::size_t>(orow)] << " want "
+              << g.lse[static_cast<std::size_t>(orow)];
+          for (int x = 0; x < g.dv; ++x)
+            ASSERT_TRUE(same_bits(got[static_cast<std::size_t>(orow * g.out_stride + x)], g.out[static_cast<std::size_t>(orow * g.out_stride + x)]))
+                << "row " << i << (lo < hi ? " (windowed)" : "") << " col " << x;
+          ++checked;
+        }
+      }
+  }
+  if (kernel_by_name("avx512") != nullptr) {
+    EXPECT_GT(checked, 0);
+  }
+}
+
 TEST(ThreadPool, LookaheadRunsEachItemOnceAndNextIsTheThreadsNextItem) {
   for (int threads : {1, 2, 3, 8})
     for (std::int64_t items : {std::int64_t{0}, std::int64_t{1}, std::int64_t{2}, std::int64_t{5}, std::int64_t{1000}}) {

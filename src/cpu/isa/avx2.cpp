@@ -335,16 +335,16 @@ void dense(const DenseAttentionTile& t) {
         for (int r = 0; r < kRowGroup; ++r) {
           float* sr = s + r * kKeyTile;
           const int vis = visible[r];
-          // The lanes of each 8 keys this row sees: a prefix, further masked by a row window.
-          __m256 lanes[kKeyTile / kW];
-          for (int c = 0; c < group_end; c += kW) {
+          // The lanes of 8 keys from c this row sees: a prefix, further masked by a row window.
+          const bool win = windowed[r];
+          const auto lanes = [&](int c) {
             const __m256 k = prefix_mask(vis - c);
-            lanes[c / kW] = windowed[r] ? window_lanes(t, r0 + g0 + r, c0 + c, k) : k;
-          }
+            return win ? window_lanes(t, r0 + g0 + r, c0 + c, k) : k;
+          };
           __m256 vmax = _mm256_set1_ps(kNegInf);
           int nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
           for (int c = 0; c < vis; c += kW) {
-            const __m256 k = lanes[c / kW];
+            const __m256 k = lanes(c);
             const __m256 x = _mm256_add_ps(_mm256_load_ps(sr + c), _mm256_maskload_ps(bias + c, _mm256_castps_si256(k)));
             _mm256_store_ps(sr + c, x);
             vmax = _mm256_blendv_ps(vmax, _mm256_max_ps(vmax, x), k);
@@ -366,7 +366,7 @@ void dense(const DenseAttentionTile& t) {
           const __m256 vm = _mm256_set1_ps(m_new);
           __m256 vsum = _mm256_setzero_ps();
           for (int c = 0; c < group_end; c += kW) {
-            const __m256 p = _mm256_and_ps(lanes[c / kW], exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm)));
+            const __m256 p = _mm256_and_ps(lanes(c), exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm)));
             _mm256_store_ps(sr + c, p);
             vsum = _mm256_add_ps(vsum, p);
           }

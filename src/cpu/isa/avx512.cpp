@@ -47,6 +47,8 @@ constexpr int kRowGroup = 8;      // rows per microkernel call
 constexpr int kKeyChunk = 32;     // keys per S microkernel call (two zmm)
 constexpr int kRowTile = 256;     // rows held in scratch at once (multiple of kRowGroup)
 constexpr int kKeyTile = 256;     // keys packed at once (multiple of kKeyChunk)
+constexpr int kWinRows = 32;      // compact row windows: windowed rows per tile at most
+constexpr int kWinKeys = 2048;    // compact row windows: keys per tile at most
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
 
@@ -57,7 +59,7 @@ std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m;
 struct ScratchLayout {
   int d_pad;   // head_dim rounded up to even (bf16 pairs)
   int dv_pad;  // head_dim_v rounded up to kW
-  std::size_t q, o, m, l, corr, k, v, s, p16, bias, st, masks, total;
+  std::size_t q, o, m, l, corr, k, v, s, p16, bias, st, masks, wx, wpos, total;
 };
 
 ScratchLayout scratch_layout(int head_dim, int head_dim_v) {
@@ -82,6 +84,8 @@ ScratchLayout scratch_layout(int head_dim, int head_dim_v) {
   L.bias = take(kKeyTile);                                       // [kKeyTile]
   L.st = take(static_cast<std::size_t>(kKeyTile) * kW);          // small tiles: [kKeyTile keys, 16 rows]
   L.masks = take(kKeyTile / 2);                                  // small tiles: [kKeyTile] lane masks (16 bits)
+  L.wx = take(static_cast<std::size_t>(kWinRows) * kWinKeys);    // compact windows: [kWinRows][kWinKeys] scores
+  L.wpos = take(static_cast<std::size_t>(kWinRows) * kWinKeys);  // compact windows: [kWinRows][kWinKeys] key rows (int32)
   L.total = at;
   return L;
 }
@@ -578,16 +582,16 @@ void dense_impl(const DenseAttentionTile& t) {
           float* sr = s + r * kKeyTile;
           std::uint16_t* pr = p16 + r * kKeyTile;
           const int vis = visible[r];
-          // The lanes of each 16 keys this row sees: a prefix, further masked by a row window.
-          __mmask16 lanes[kKeyTile / kW];
-          for (int c = 0; c < pv_keys; c += kW) {
+          // The lanes of 16 keys from c this row sees: a prefix, further masked by a row window.
+          const bool win = windowed[r];
+          const auto lanes = [&](int c) {
             const __mmask16 k = prefix_mask(vis - c);
-            lanes[c / kW] = windowed[r] ? window_lanes(t, r0 + g0 + r, c0 + c, k) : k;
-          }
+            return win ? window_lanes(t, r0 + g0 + r, c0 + c, k) : k;
+          };
           __m512 vmax = _mm512_set1_ps(kNegInf);
           __mmask16 nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
           for (int c = 0; c < vis; c += kW) {
-            const __mmask16 k = lanes[c / kW];
+            const __mmask16 k = lanes(c);
             const __m512 x = _mm512_fmadd_ps(_mm512_load_ps(sr + c), _mm512_set1_ps(score_mul),
                                              _mm512_maskz_loadu_ps(k, bias + c));
             _mm512_store_ps(sr + c, x);
@@ -612,7 +616,7 @@ void dense_impl(const DenseAttentionTile& t) {
           const __m512 vm = _mm512_set1_ps(m_new);
           __m512 vsum = _mm512_setzero_ps();
           for (int c = 0; c < pv_keys; c += kW) {
-            const __mmask16 k = lanes[c / kW];
+            const __mmask16 k = lanes(c);
             const __m512 p = _mm512_maskz_mov_ps(k, exp2_ps(_mm512_sub_ps(_mm512_load_ps(sr + c), vm)));
             if constexpr (kBf16) {
               _mm256_store_si256(reinterpret_cast<__m256i*>(pr + c), (__m256i)_mm512_cvtneps_pbh(p));
@@ -651,6 +655,7 @@ void dense_impl(const DenseAttentionTile& t) {
 // (AttentionKernels.SmallTilesMatchThePackedPath).
 
 constexpr int kSmallMaxRows = 64;  // row tiles up to this many rows take dense_small (a multiple of kW)
+                                   // (tiles with compact row windows: up to kRowTile)
 
 // S^T for one slab and 16 keys: st[j][r] = <q_r, k_j> (q pre-scaled) for keys j of the chunk.
 // qt: [d][16]; kb: the chunk's keys, [d/16][16 keys][16 columns].
@@ -720,7 +725,72 @@ inline bool small_tile(const DenseAttentionTile& t) {
          t.keys < (std::int64_t{1} << 30);
 }
 
-void dense_small(const DenseAttentionTile& t) {
+// AttentionKernel::compact_windows: tiles with row windows that dense_small runs compactly.
+bool compact_windows(const DenseAttentionTile& t) {
+  if (t.dtype != DType::f32 || t.rows > kRowTile || t.head_dim % kW != 0 || t.head_dim_v % kW != 0 ||
+      t.keys > kWinKeys || t.causal_diagonal != kNoCausalMask || t.row_window == nullptr)
+    return false;
+  int windowed = 0;
+  for (std::int64_t r = 0; r < t.rows; ++r) windowed += has_window(t, r) ? 1 : 0;
+  return windowed <= kWinRows;
+}
+
+// Compact row windows (AttentionKernel::compact_windows): a row with a window is left out of the
+// slabs' softmax; its scores (from the slab's S^T, the same FMA chain) are gathered into its own
+// list, keys [0, window_from) with those inside its window biased -inf, then its window's keys,
+// and that list runs through dense_impl's recurrence for a tile of one row (window_row).
+// dense_impl's per-row arithmetic for one row over a list of n keys whose biased scores x (base 2)
+// and key rows are given; its result left in o (unnormalised), *m, *l.
+void window_row(const DenseAttentionTile& t, const float* x, const std::int32_t* rows, int n, float* pbuf, float* o,
+                float* m_out, float* l_out) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int dv = t.head_dim_v;
+  float m = kNegInf, l = 0.0f;
+  for (int c0 = 0; c0 < n; c0 += kKeyTile) {
+    const int vis = std::min(kKeyTile, n - c0);
+    const float* xs = x + c0;
+    __m512 vmax = _mm512_set1_ps(kNegInf);
+    __mmask16 nan_lanes = 0;
+    for (int c = 0; c < vis; c += kW) {
+      const __mmask16 k = prefix_mask(vis - c);
+      const __m512 v = _mm512_maskz_loadu_ps(k, xs + c);
+      vmax = _mm512_mask_max_ps(vmax, k, vmax, v);
+      nan_lanes |= _mm512_mask_cmp_ps_mask(k, v, v, _CMP_UNORD_Q);
+    }
+    const float tile_max = nan_lanes ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(vmax);
+    if (tile_max == kNegInf) continue;  // weights 0, O unchanged (times corr 1)
+    const float m_new = tile_max != tile_max ? tile_max : std::max(m, tile_max);
+    const float dm = m - m_new;
+    const float corr = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
+    const __m512 vm = _mm512_set1_ps(m_new);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int c = 0; c < vis; c += kW) {
+      const __mmask16 k = prefix_mask(vis - c);
+      const __m512 p = _mm512_maskz_mov_ps(k, exp2_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xs + c), vm)));
+      _mm512_storeu_ps(pbuf + c, p);
+      vsum = _mm512_add_ps(vsum, p);
+    }
+    l = std::fma(l, corr, _mm512_reduce_add_ps(vsum));
+    m = m_new;
+    // O = corr * O + P V, one FMA chain per element over the tile's keys.
+    const __m512 vc = _mm512_set1_ps(corr);
+    for (int col = 0; col < dv; col += 4 * kW) {
+      const int cols = std::min(4, (dv - col) / kW);
+      __m512 acc[4];
+      for (int j = 0; j < cols; ++j) acc[j] = _mm512_mul_ps(_mm512_load_ps(o + col + j * kW), vc);
+      for (int key = 0; key < vis; ++key) {
+        const __m512 b = _mm512_set1_ps(pbuf[key]);
+        const float* vr = static_cast<const float*>(t.v) + std::int64_t{rows[c0 + key]} * t.v_row_stride + col;
+        for (int j = 0; j < cols; ++j) acc[j] = _mm512_fmadd_ps(b, _mm512_loadu_ps(vr + j * kW), acc[j]);
+      }
+      for (int j = 0; j < cols; ++j) _mm512_store_ps(o + col + j * kW, acc[j]);
+    }
+  }
+  *m_out = m;
+  *l_out = l;
+}
+
+void dense_small(const DenseAttentionTile& t, bool compact) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const ScratchLayout L = scratch_layout(t.head_dim, t.head_dim_v);
   const int d = t.head_dim;
@@ -737,7 +807,25 @@ void dense_small(const DenseAttentionTile& t) {
   auto* masks = reinterpret_cast<std::uint16_t*>(t.scratch + L.masks);  // [kKeyTile]
   float* bias = t.scratch + L.bias;   // [kKeyTile]
   float corr[kRowTile];
-  std::int32_t limit[kSmallMaxRows];  // keys [0, limit) may be visible to a row (causal mask, window limit)
+  std::int32_t limit[kRowTile];  // keys [0, limit) may be visible to a row (causal mask, window limit)
+  // Compact windows: the windowed rows, their slot in wx/wpos and how many of their keys are there.
+  float* wx = t.scratch + L.wx;                                    // [kWinRows][kWinKeys]
+  auto* wpos = reinterpret_cast<std::int32_t*>(t.scratch + L.wpos);  // [kWinRows][kWinKeys]
+  int win_slot[kRowTile];   // row -> slot, or -1
+  int win_count[kWinRows];  // keys gathered so far
+  int win_row[kWinRows];    // slot -> row
+  int windowed = 0;
+  __mmask16 slab_plain[kRowTile / kW];  // lanes of each slab that run the slab's softmax
+  for (int sl = 0; sl < slabs; ++sl) slab_plain[sl] = static_cast<__mmask16>(0xffff);
+  if (compact)
+    for (int r = 0; r < nr; ++r) {
+      win_slot[r] = -1;
+      if (!has_window(t, r)) continue;
+      win_slot[r] = windowed;
+      win_row[windowed] = r;
+      win_count[windowed++] = 0;
+      slab_plain[r / kW] &= static_cast<__mmask16>(~(1u << (r % kW)));
+    }
   const float q_mul = t.scale * kLog2e;
 
   // Q: rows times scale * log2 e (as load_queries), transposed per slab; padding rows are zero.
@@ -795,14 +883,44 @@ void dense_small(const DenseAttentionTile& t) {
     for (int sl = 0; sl < slabs; ++sl) {
       const int lane0 = sl * kW;
       const __m512i lim = _mm512_loadu_si512(limit + lane0);
-      int vis_end = 0;  // keys of this tile some row of the slab sees
-      for (int r = 0; r < kW; ++r) vis_end = std::max(vis_end, std::clamp(limit[lane0 + r] - static_cast<int>(c0), 0, nc));
+      int vis_end = 0;   // keys of this tile some row of the slab sees
+      int vis_norm = 0;  // ... some row that runs the slab's softmax (not a compact window's)
+      for (int r = 0; r < kW; ++r) {
+        const int e = std::clamp(limit[lane0 + r] - static_cast<int>(c0), 0, nc);
+        vis_end = std::max(vis_end, e);
+        if ((slab_plain[sl] >> r) & 1) vis_norm = std::max(vis_norm, e);
+      }
       if (last_tile) prefetch_out_rows(t, lane0, std::min(kW, nr - lane0));
       if (vis_end == 0) continue;  // the whole slab is masked for this key tile
       const int vis_chunks = (vis_end + kW - 1) / kW;
+      const int norm_chunks = (vis_norm + kW - 1) / kW;
       const float* qs = qt + static_cast<std::size_t>(sl) * d * kW;
       for (int ch = 0; ch < vis_chunks; ++ch)
         scores_t(qs, d, kbuf + static_cast<std::size_t>(ch) * kW * d, st + static_cast<std::size_t>(ch) * kW * kW);
+      if (compact && slab_plain[sl] != static_cast<__mmask16>(0xffff)) {
+        // Windowed rows: their list's scores with bias (times log2 e; -inf for the keys before
+        // window_from inside the window), as dense_impl's pack_keys and softmax form them.
+        for (int r = 0; r < kW && lane0 + r < nr; ++r) {
+          const int slot = win_slot[lane0 + r];
+          if (slot < 0) continue;
+          const std::int32_t lo_w = t.row_window[2 * (lane0 + r)], hi_w = t.row_window[2 * (lane0 + r) + 1];
+          float* xs = wx + static_cast<std::size_t>(slot) * kWinKeys;
+          std::int32_t* ps = wpos + static_cast<std::size_t>(slot) * kWinKeys;
+          int& n = win_count[slot];
+          for (int c = 0; c < nc; ++c) {
+            const std::int64_t j = c0 + c;
+            const std::int32_t pos = static_cast<std::int32_t>(key_row(j));
+            const bool inside = pos >= lo_w && pos < hi_w;
+            float b;
+            if (j < t.window_from) b = inside ? kNegInf : bias[c];
+            else if (inside) b = bias[c];
+            else continue;
+            xs[n] = std::fma(st[c * kW + r], 1.0f, b);
+            ps[n++] = pos;
+          }
+        }
+      }
+      if (vis_norm == 0) continue;  // no row of the slab that runs its softmax sees a key here
 
       // The visible rows of each key (lanes), the scores with their bias, and each row's maximum.
       __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
@@ -818,14 +936,14 @@ void dense_small(const DenseAttentionTile& t) {
       }
       __m512 vmax = _mm512_set1_ps(kNegInf);
       __mmask16 nan_lanes = 0;
-      for (int c = 0; c < vis_chunks * kW; ++c) {
-        if (c >= vis_end) {
+      for (int c = 0; c < norm_chunks * kW; ++c) {
+        if (c >= vis_norm) {
           masks[c] = 0;
           continue;
         }
         const std::int64_t j = c0 + c;
-        __mmask16 k = _mm512_cmpgt_epi32_mask(lim, _mm512_set1_epi32(static_cast<int>(j)));
-        if (t.row_window) {
+        __mmask16 k = _mm512_cmpgt_epi32_mask(lim, _mm512_set1_epi32(static_cast<int>(j))) & slab_plain[sl];
+        if (t.row_window && !compact) {
           const __m512i pos = _mm512_set1_epi32(static_cast<int>(key_row(j)));
           const __mmask16 inside = _mm512_cmple_epi32_mask(lo, pos) & _mm512_cmpgt_epi32_mask(hi, pos);
           k &= j < t.window_from ? static_cast<__mmask16>(~inside) : inside;
@@ -858,7 +976,7 @@ void dense_small(const DenseAttentionTile& t) {
       const __m512 vm = _mm512_load_ps(mnew);
       __m512 part[kW];
       for (int k = 0; k < kW; ++k) part[k] = _mm512_setzero_ps();
-      for (int c16 = 0; c16 < vis_chunks * kW; c16 += kW)
+      for (int c16 = 0; c16 < norm_chunks * kW; c16 += kW)
         for (int k = 0; k < kW; ++k) {
           const int c = c16 + k;
           const __m512 p = _mm512_maskz_mov_ps(static_cast<__mmask16>(masks[c] & active),
@@ -871,20 +989,35 @@ void dense_small(const DenseAttentionTile& t) {
       _mm512_storeu_ps(l + lane0, _mm512_mask_fmadd_ps(lv, active, _mm512_loadu_ps(corr + lane0), sum));
       _mm512_storeu_ps(m + lane0, _mm512_mask_mov_ps(_mm512_loadu_ps(m + lane0), active, vm));
 
-      // O = corr * O + P V, for the slab's real rows in groups of 6 (and 4).
+      // O = corr * O + P V, for the slab's real rows in groups of 6 (and 4), each over the keys
+      // its rows see (a row's weights past its limit are 0: leaving them out changes no bit).
       float* os = obuf + static_cast<std::size_t>(lane0) * L.dv_pad;
       const int real = std::min(kW, nr - lane0);
+      const auto group_keys = [&](int r, int n) {
+        int e = 0;
+        for (int i = r; i < std::min(r + n, real); ++i)
+          if ((slab_plain[sl] >> i) & 1) e = std::max(e, std::clamp(limit[lane0 + i] - static_cast<int>(c0), 0, nc));
+        return e;
+      };
       int r = 0;
-      for (; r + 6 <= real; r += 6) pv_rows<6>(t, c0, vis_end, st, r, corr + lane0, os + r * L.dv_pad, L.dv_pad);
-      for (; r < real; r += 4) pv_rows<4>(t, c0, vis_end, st, r, corr + lane0, os + r * L.dv_pad, L.dv_pad);
+      for (; r + 6 <= real; r += 6)
+        if (const int keys = group_keys(r, 6); keys > 0) pv_rows<6>(t, c0, keys, st, r, corr + lane0, os + r * L.dv_pad, L.dv_pad);
+      for (; r < real; r += 4)
+        if (const int keys = group_keys(r, 4); keys > 0) pv_rows<4>(t, c0, keys, st, r, corr + lane0, os + r * L.dv_pad, L.dv_pad);
       if (last_tile && t.next != nullptr) prefetch_tile_start(*t.next, kRowTile, kKeyTile, sl, slabs);
     }
+  }
+  for (int w = 0; w < windowed; ++w) {
+    const int r = win_row[w];
+    window_row(t, wx + static_cast<std::size_t>(w) * kWinKeys, wpos + static_cast<std::size_t>(w) * kWinKeys, win_count[w],
+               st, obuf + static_cast<std::size_t>(r) * L.dv_pad, &m[r], &l[r]);
   }
   store_rows(t, L, 0, nr, obuf, m, l);
 }
 
 void dense(const DenseAttentionTile& t) {
-  if (small_tile(t)) dense_small(t);
+  if (t.row_window != nullptr && compact_windows(t)) dense_small(t, true);
+  else if (small_tile(t)) dense_small(t, false);
   else if (t.dtype == DType::bf16) dense_impl<true>(t);
   else dense_impl<false>(t);
 }
@@ -892,7 +1025,7 @@ void dense(const DenseAttentionTile& t) {
 }  // namespace
 
 extern const AttentionKernel kKernel;  // declared in cpu/kernel_table.cpp
-const AttentionKernel kKernel{"avx512", &dense, &scratch_floats};
+const AttentionKernel kKernel{"avx512", &dense, &scratch_floats, &compact_windows};
 
 }  // namespace hyperattn::cpu::avx512
 
