@@ -671,6 +671,21 @@ inline void scores_t(const float* qt, int d, const float* kb, float* st) {
   for (int j = 0; j < kW; ++j) _mm512_store_ps(st + j * kW, a[j]);
 }
 
+// scores_t for a slab with at most 8 rows: lanes 0..7 only, at 256 bits (twice the FMAs per cycle
+// of 512-bit ones on cores that split them; the same operations per lane, so the same bits). Lanes
+// 8..15 of st are left as they were: those rows are padding, masked everywhere after.
+inline void scores_t8(const float* qt, int d, const float* kb, float* st) {
+  __m256 a[kW];
+  for (int j = 0; j < kW; ++j) a[j] = _mm256_setzero_ps();
+  for (int xb = 0; xb < d; xb += kW, kb += kW * kW, qt += kW * kW) {
+    for (int xx = 0; xx < kW; ++xx) {
+      const __m256 q = _mm256_load_ps(qt + xx * kW);
+      for (int j = 0; j < kW; ++j) a[j] = _mm256_fmadd_ps(q, _mm256_set1_ps(kb[j * kW + xx]), a[j]);
+    }
+  }
+  for (int j = 0; j < kW; ++j) _mm256_store_ps(st + j * kW, a[j]);
+}
+
 // O[r] = corr[r] * O[r] + sum_key pt[key][r] v_key for kR rows (lanes lane0 ..) and kC*16 columns
 // from col, keys [0, keys) of the tile at c0.
 template <int kR, int kC>
@@ -895,8 +910,11 @@ void dense_small(const DenseAttentionTile& t, bool compact) {
       const int vis_chunks = (vis_end + kW - 1) / kW;
       const int norm_chunks = (vis_norm + kW - 1) / kW;
       const float* qs = qt + static_cast<std::size_t>(sl) * d * kW;
-      for (int ch = 0; ch < vis_chunks; ++ch)
-        scores_t(qs, d, kbuf + static_cast<std::size_t>(ch) * kW * d, st + static_cast<std::size_t>(ch) * kW * kW);
+      const bool half = nr - lane0 <= kW / 2;  // rows 8..15 of the slab are padding
+      for (int ch = 0; ch < vis_chunks; ++ch) {
+        if (half) scores_t8(qs, d, kbuf + static_cast<std::size_t>(ch) * kW * d, st + static_cast<std::size_t>(ch) * kW * kW);
+        else scores_t(qs, d, kbuf + static_cast<std::size_t>(ch) * kW * d, st + static_cast<std::size_t>(ch) * kW * kW);
+      }
       if (compact && slab_plain[sl] != static_cast<__mmask16>(0xffff)) {
         // Windowed rows: their list's scores with bias (times log2 e; -inf for the keys before
         // window_from inside the window), as dense_impl's pack_keys and softmax form them.
@@ -989,7 +1007,7 @@ void dense_small(const DenseAttentionTile& t, bool compact) {
       _mm512_storeu_ps(l + lane0, _mm512_mask_fmadd_ps(lv, active, _mm512_loadu_ps(corr + lane0), sum));
       _mm512_storeu_ps(m + lane0, _mm512_mask_mov_ps(_mm512_loadu_ps(m + lane0), active, vm));
 
-      // O = corr * O + P V, for the slab's real rows in groups of 6 (and 4), each over the keys
+      // O = corr * O + P V, for the slab's real rows in groups of 6 (and the rest), each over the keys
       // its rows see (a row's weights past its limit are 0: leaving them out changes no bit).
       float* os = obuf + static_cast<std::size_t>(lane0) * L.dv_pad;
       const int real = std::min(kW, nr - lane0);
@@ -1002,8 +1020,17 @@ void dense_small(const DenseAttentionTile& t, bool compact) {
       int r = 0;
       for (; r + 6 <= real; r += 6)
         if (const int keys = group_keys(r, 6); keys > 0) pv_rows<6>(t, c0, keys, st, r, corr + lane0, os + r * L.dv_pad, L.dv_pad);
-      for (; r < real; r += 4)
-        if (const int keys = group_keys(r, 4); keys > 0) pv_rows<4>(t, c0, keys, st, r, corr + lane0, os + r * L.dv_pad, L.dv_pad);
+      if (r < real)
+        if (const int keys = group_keys(r, real - r); keys > 0) {
+          float* og = os + r * L.dv_pad;
+          switch (real - r) {
+            case 1: pv_rows<1>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+            case 2: pv_rows<2>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+            case 3: pv_rows<3>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+            case 4: pv_rows<4>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+            default: pv_rows<5>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+          }
+        }
       if (last_tile && t.next != nullptr) prefetch_tile_start(*t.next, kRowTile, kKeyTile, sl, slabs);
     }
   }
