@@ -4,10 +4,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <new>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "core/bfloat16.hpp"
 #include "core/lsh.hpp"
@@ -29,12 +35,33 @@ struct AlignedFloats {
   float* get() const { return ptr.get(); }
 };
 
+// Storage on 2 MiB pages where the system offers them (Linux transparent huge pages in "madvise"
+// mode; otherwise ordinary pages): HyperAttention gathers key and value rows from all over K and V,
+// and with 4 KiB pages nearly every gathered row costs a page walk.
+struct HugeBuffer {
+  static constexpr std::size_t kPage = std::size_t{2} << 20;
+  std::unique_ptr<std::byte, void (*)(std::byte*)> ptr{nullptr, [](std::byte* p) { std::free(p); }};
+  std::byte* allocate(std::size_t bytes) {
+    bytes = (std::max<std::size_t>(bytes, 1) + kPage - 1) / kPage * kPage;
+    auto* p = static_cast<std::byte*>(std::aligned_alloc(kPage, bytes));
+    if (p == nullptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    ptr.reset(p);
+    return p;
+  }
+};
+
 // Everything one call needs, resolved once.
 struct Context {
   const AttentionArgs& args;
   const AttentionConfig& config;
   const InjectedRandomness& injected;
   const cpu::AttentionKernel& kernel;
+  // K and V as the kernels read them: the caller's, or a compact copy (compact_keys_and_values).
+  TensorView k_rows, v_rows;
+  HugeBuffer kv_copy;
   int threads;
   float scale;
   std::int64_t batch, heads_q, heads_kv, group, n_q, n_k;
@@ -60,7 +87,7 @@ struct Context {
   std::chrono::steady_clock::time_point last_report{};
 
   Context(const AttentionArgs& a, const AttentionConfig& c, const InjectedRandomness& inj)
-      : args(a), config(c), injected(inj), kernel(cpu::best_kernel()) {
+      : args(a), config(c), injected(inj), kernel(cpu::best_kernel()), k_rows(a.k), v_rows(a.v) {
     threads = cpu::resolve_threads(c.threads);
     batch = a.q.batch();
     heads_q = a.q.heads();
@@ -199,10 +226,12 @@ struct ThreadScratch {
   std::vector<float> slot_bias[2];
   int slot = 0;                // tile[slot] holds item `prepared`
   std::int64_t prepared = -1;  // in the current phase, or -1
-  // Parts with a local window: a block's rows outside every window, and one windowed row's keys.
-  std::vector<std::int32_t> rows;      // [rows of a block]
-  std::vector<std::int32_t> row_keys;  // [block + samples + window]
-  std::vector<float> row_bias;         // [block + samples + window]
+  // Parts with a local window: a block's rows outside every window, its row windows, and its keys
+  // followed by the window's (or one windowed row's keys).
+  std::vector<std::int32_t> rows;        // [rows of a block]
+  std::vector<std::int32_t> row_window;  // [rows of a block][2]
+  std::vector<std::int32_t> row_keys;    // [block + samples + window span]
+  std::vector<float> row_bias;           // [block + samples + window span]
 };
 
 // Fills keys/bias for approximated block `beta` of part p: the sinks, the block's keys, then the
@@ -244,10 +273,9 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     }
     return fixed + m;
   }
-  auto random_bits = [&](std::int64_t i) {
-    return rng::bits(c.seed, rng::Stream::sample, static_cast<std::uint64_t>(b), static_cast<std::uint64_t>(hq), p.subproblem,
-                     static_cast<std::uint64_t>(beta), static_cast<std::uint64_t>(i));
-  };
+  const std::uint64_t block_state = rng::block_bits(c.seed, rng::Stream::sample, static_cast<std::uint64_t>(b),
+                                                   static_cast<std::uint64_t>(hq), p.subproblem, static_cast<std::uint64_t>(beta));
+  auto random_bits = [&](std::int64_t i) { return rng::bits_of(block_state, static_cast<std::uint64_t>(i)); };
   if (c.sampling == Sampling::stratified) {
     // One draw per stratum of the sorted order outside the block: stratum i holds outside
     // positions [i*N/m, (i+1)*N/m) and its draw carries its size as weight (unbiased; strata of
@@ -256,9 +284,15 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     const std::int64_t small = outside / m;
     const float log_small = static_cast<float>(std::log(static_cast<double>(small)));
     const float log_large = static_cast<float>(std::log(static_cast<double>(small + 1)));
-    for (std::int64_t i = 0; i < m; ++i) {
-      const std::int64_t lo = i * outside / m, size = (i + 1) * outside / m - lo;
+    // Stratum i starts where stratum i - 1 ends; its end (i + 1) * outside / m is stepped
+    // (quotient `small`, remainder `extra`) instead of divided for.
+    const std::int64_t extra = outside % m;
+    for (std::int64_t i = 0, lo = 0, rem = 0; i < m; ++i) {
+      rem += extra;
+      const std::int64_t size = small + (rem >= m ? 1 : 0);
+      if (rem >= m) rem -= m;
       const std::int64_t u = lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
+      lo += size;
       keys[i] = kperm[u < start ? u : u + blk];
       biases[i] = size == small ? log_small : log_large;
     }
@@ -333,10 +367,10 @@ cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, 
   t.dtype = ctx.args.q.dtype;
   t.q = ctx.head_ptr(ctx.args.q, b, hq);
   t.q_row_stride = ctx.args.q.stride[2];
-  t.k = ctx.head_ptr(ctx.args.k, b, hkv);
-  t.k_row_stride = ctx.args.k.stride[2];
-  t.v = ctx.head_ptr(ctx.args.v, b, hkv);
-  t.v_row_stride = ctx.args.v.stride[2];
+  t.k = ctx.head_ptr(ctx.k_rows, b, hkv);
+  t.k_row_stride = ctx.k_rows.stride[2];
+  t.v = ctx.head_ptr(ctx.v_rows, b, hkv);
+  t.v_row_stride = ctx.v_rows.stride[2];
   t.head_dim = ctx.d;
   t.head_dim_v = ctx.d;
   t.scale = ctx.scale;
@@ -375,10 +409,21 @@ cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, 
   return t;
 }
 
+// The keys a part's local windows reach, [*w0, *w1): the union of its rows' windows (those of
+// rows q0 .. q1-1, at key positions q + window_delta, are [max(lsh_k0, pos - w), min(k1, pos))).
+void window_span(const Part& p, std::int64_t* w0, std::int64_t* w1) {
+  *w0 = std::max(p.k0 + p.sinks, p.q0 + p.window_delta - p.window);
+  *w1 = std::min(p.k1, p.q1 - 1 + p.window_delta);
+}
+
 // An approximated block of a part with a local window (t: the block's tile, keys gathered). Rows
-// whose window reaches into the part's hashed keys get their own key list: the block's keys and
-// samples with those in the window masked (bias -inf, so the samples still estimate the sum over
-// the keys outside block and window without bias), then the window's keys, exact.
+// whose window reaches into the part's hashed keys see the block's keys and samples with those in
+// the window masked (bias -inf, so the samples still estimate the sum over the keys outside block
+// and window without bias), then the window's keys, exact; the other rows see the block's keys and
+// samples only. With a kernel that computes row windows compactly (AttentionKernel::
+// compact_windows), the block runs as one tile over its keys and samples followed by every key the
+// part's windows reach (window_span), with each row's window; otherwise its plain rows run as one
+// tile and each windowed row as a tile of its own. Both give the same bits.
 void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTile& t, ThreadScratch& s) {
   const std::int64_t lsh_k0 = p.k0 + p.sinks;
   // The window of `row`: keys [w0, w1) (empty when w0 >= w1).
@@ -391,7 +436,35 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
   for (std::int64_t r = 0; r < t.rows; ++r) {
     std::int64_t w0, w1;
     window_of(t.q_index[r], &w0, &w1);
+    s.row_window[static_cast<std::size_t>(2 * r)] = static_cast<std::int32_t>(w0);
+    s.row_window[static_cast<std::size_t>(2 * r + 1)] = static_cast<std::int32_t>(std::max(w0, w1));
     if (w0 >= w1) s.rows[static_cast<std::size_t>(plain++)] = t.q_index[r];
+  }
+  if (plain == t.rows) {
+    ctx.kernel.dense(t);
+    return;
+  }
+  if (ctx.kernel.compact_windows != nullptr) {
+    std::int64_t u0, u1;
+    window_span(p, &u0, &u1);
+    std::int32_t* keys = s.row_keys.data();  // [t.keys + (u1 - u0)]
+    float* bias = s.row_bias.data();
+    std::copy(t.k_index, t.k_index + t.keys, keys);
+    std::copy(t.key_bias, t.key_bias + t.keys, bias);
+    for (std::int64_t k = u0; k < u1; ++k) {
+      keys[t.keys + k - u0] = static_cast<std::int32_t>(k);
+      bias[t.keys + k - u0] = 0.0f;
+    }
+    cpu::DenseAttentionTile u = t;
+    u.k_index = keys;
+    u.key_bias = bias;
+    u.keys = t.keys + (u1 - u0);
+    u.row_window = s.row_window.data();
+    u.window_from = t.keys;
+    if (ctx.kernel.compact_windows(u)) {
+      ctx.kernel.dense(u);
+      return;
+    }
   }
   if (plain > 0) {
     cpu::DenseAttentionTile u = t;
@@ -400,7 +473,6 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     u.rows = plain;
     ctx.kernel.dense(u);
   }
-  if (plain == t.rows) return;
   for (std::int64_t r = 0; r < t.rows; ++r) {
     std::int64_t w0, w1;
     window_of(t.q_index[r], &w0, &w1);
@@ -468,7 +540,11 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
       units = block_count(p, ctx.config);
       max_keys = std::max(max_keys, ctx.config.block_size + std::max(p.sinks, ctx.config.sample_size));
       max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
-      max_window = std::max(max_window, p.window);
+      if (p.window > 0) {
+        std::int64_t w0, w1;
+        window_span(p, &w0, &w1);
+        max_window = std::max(max_window, std::max<std::int64_t>(w1 - w0, 1));
+      }
       unit_cost = static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
                   static_cast<double>(ctx.config.block_size + ctx.config.sample_size);
     } else {
@@ -497,6 +573,7 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
     s.prepared = -1;
     if (max_window > 0) {
       s.rows.resize(static_cast<std::size_t>(max_rows));
+      s.row_window.resize(static_cast<std::size_t>(2 * max_rows));
       s.row_keys.resize(static_cast<std::size_t>(max_keys + max_window));
       s.row_bias.resize(static_cast<std::size_t>(max_keys + max_window));
     }
@@ -522,6 +599,36 @@ bool any_approximate(const Plan& plan) {
     for (const Part& p : ph.parts)
       if (p.approximate) return true;
   return false;
+}
+
+// Approximated parts gather their key and value rows from all over K and V. When those rows are
+// interleaved with others (a row stride beyond head_dim, as in a [tokens, heads * head_dim]
+// projection output) they span several times the memory they hold; the kernels then read a
+// compact copy, [batch, heads_kv, seq_kv, head_dim] on huge pages (same values, so same results).
+void compact_keys_and_values(Context& ctx) {
+  const TensorView& k = ctx.args.k;
+  const TensorView& v = ctx.args.v;
+  if (k.stride[2] == ctx.d && v.stride[2] == ctx.d) return;
+  const std::int64_t per_head = ctx.n_k * ctx.d;
+  const std::int64_t heads = ctx.batch * ctx.heads_kv;
+  const std::int64_t es = static_cast<std::int64_t>(ctx.esize);
+  std::byte* base = ctx.kv_copy.allocate(static_cast<std::size_t>(2 * heads * per_head * es));
+  std::byte* k_base = base;
+  std::byte* v_base = base + heads * per_head * es;
+  constexpr std::int64_t kRows = 1024;
+  const std::int64_t chunks = (ctx.n_k + kRows - 1) / kRows;
+  cpu::parallel_for(2 * heads * chunks, ctx.threads, [&](std::int64_t item, int) {
+    const bool is_k = item < heads * chunks;
+    const std::int64_t local = is_k ? item : item - heads * chunks;
+    const std::int64_t bh = local / chunks, chunk = local % chunks;
+    const TensorView& src = is_k ? k : v;
+    const std::byte* from = ctx.head_ptr(src, bh / ctx.heads_kv, bh % ctx.heads_kv);
+    std::byte* to = (is_k ? k_base : v_base) + bh * per_head * es;
+    for (std::int64_t j = chunk * kRows; j < std::min(ctx.n_k, (chunk + 1) * kRows); ++j)
+      std::memcpy(to + j * ctx.d * es, from + j * src.stride[2] * es, static_cast<std::size_t>(ctx.d * es));
+  });
+  ctx.k_rows = TensorView::bhsd(k_base, k.dtype, ctx.batch, ctx.heads_kv, ctx.n_k, ctx.d);
+  ctx.v_rows = TensorView::bhsd(v_base, v.dtype, ctx.batch, ctx.heads_kv, ctx.n_k, ctx.d);
 }
 
 void prepare_lsh(Context& ctx) {
@@ -582,7 +689,10 @@ Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfi
           for (std::int64_t r = plan.empty_rows[0]; r < plan.empty_rows[1]; ++r)
             std::fill_n(ctx.acc_head(b, h) + r * ctx.acc_stride[2], ctx.d, 0.0f);
     }
-    if (any_approximate(plan)) prepare_lsh(ctx);
+    if (any_approximate(plan)) {
+      prepare_lsh(ctx);
+      compact_keys_and_values(ctx);
+    }
     ctx.total = count_items(ctx, plan);
     std::vector<ThreadScratch> scratch(static_cast<std::size_t>(ctx.threads));
     const std::size_t kernel_floats = ctx.kernel.scratch_floats(ctx.d, ctx.d);

@@ -22,15 +22,21 @@ constexpr std::uint64_t mix64(std::uint64_t x) {
 
 // 64 random bits for one counter. Each field is folded in through mix64 so that nearby counters
 // give unrelated bits.
-constexpr std::uint64_t bits(std::uint64_t seed, Stream stream, std::uint64_t batch,
-                             std::uint64_t head, std::uint64_t subproblem, std::uint64_t block,
-                             std::uint64_t index) {
+// bits() in two steps, for many indices of one block: bits_of(block_bits(...), index).
+constexpr std::uint64_t block_bits(std::uint64_t seed, Stream stream, std::uint64_t batch, std::uint64_t head,
+                                   std::uint64_t subproblem, std::uint64_t block) {
   std::uint64_t h = mix64(seed ^ static_cast<std::uint64_t>(stream));
   h = mix64(h ^ batch);
   h = mix64(h ^ head);
   h = mix64(h ^ subproblem);
-  h = mix64(h ^ block);
-  return mix64(h ^ index);
+  return mix64(h ^ block);
+}
+constexpr std::uint64_t bits_of(std::uint64_t block_state, std::uint64_t index) { return mix64(block_state ^ index); }
+
+constexpr std::uint64_t bits(std::uint64_t seed, Stream stream, std::uint64_t batch,
+                             std::uint64_t head, std::uint64_t subproblem, std::uint64_t block,
+                             std::uint64_t index) {
+  return bits_of(block_bits(seed, stream, batch, head, subproblem, block), index);
 }
 
 __extension__ typedef unsigned __int128 uint128;

@@ -54,6 +54,16 @@ struct DenseAttentionTile {
   const std::int32_t* out_index = nullptr;  // [rows] or null, applies to out and lse
   float* lse = nullptr;              // [rows] fp32, or null (required with merge)
   bool merge = false;                // merge into out/lse instead of writing them (see above)
+  // Optional per-row windows (HyperAttention's causal local window, docs/accuracy.md): with
+  // row_window set, row r has the window [row_window[2r], row_window[2r + 1]) of key positions (a
+  // key's position is its row in k: k_index[j], or j without an index), and key j is visible to
+  // row r (besides the causal mask) iff
+  //   j <  window_from: its position lies outside the row's window,
+  //   j >= window_from: its position lies inside it.
+  // So a row with an empty window sees exactly keys [0, window_from). A key masked so contributes
+  // nothing, as if its bias were -inf.
+  const std::int32_t* row_window = nullptr;  // [rows][2] or null
+  std::int64_t window_from = 0;
   float* scratch = nullptr;          // scratch_floats(head_dim, head_dim_v) floats, 64-byte aligned
   // Optional hint: the tile this thread runs next. While computing its last key tile, a kernel
   // may prefetch into cache the gathered rows (q_index, k_index, out_index) that tile starts
@@ -61,6 +71,22 @@ struct DenseAttentionTile {
   // beyond those reads; results do not depend on it.
   const DenseAttentionTile* next = nullptr;
 };
+
+// Row r's window mask (row_window set): is key j (at position pos) visible to it?
+inline bool window_visible(const DenseAttentionTile& t, std::int64_t r, std::int64_t j, std::int64_t pos) {
+  const bool inside = pos >= t.row_window[2 * r] && pos < t.row_window[2 * r + 1];
+  return (j < t.window_from) != inside;
+}
+
+// Does row r have a non-empty window (so its mask is not just the prefix [0, window_from))?
+inline bool has_window(const DenseAttentionTile& t, std::int64_t r) {
+  return t.row_window != nullptr && t.row_window[2 * r] < t.row_window[2 * r + 1];
+}
+
+// The keys row r may see at most, before the causal mask: window_from for a row without a window.
+inline std::int64_t window_key_limit(const DenseAttentionTile& t, std::int64_t r) {
+  return t.row_window != nullptr && !has_window(t, r) ? std::min(t.window_from, t.keys) : t.keys;
+}
 
 // x, rounded to fp32 and hidden from the optimiser, so that a product is never contracted with a
 // following addition into an FMA (the kernels' translation units enable FMA).
@@ -110,6 +136,13 @@ struct AttentionKernel {
   const char* name;  // e.g. "avx512", "avx2", "scalar"
   void (*dense)(const DenseAttentionTile& tile);
   std::size_t (*scratch_floats)(int head_dim, int head_dim_v);
+  // Optional: does dense() compute this tile's row windows compactly? If so, each row with a
+  // window gets the same bits as a tile of that row alone, without row_window, over keys
+  // [0, window_from) (those inside its window with bias -inf) followed by its window's keys among
+  // [window_from, keys), in their order (so a block's windowed rows can run with the block instead
+  // of one call each, with the results of the latter). Null: never (row windows are still honoured,
+  // but a windowed row's arithmetic follows the tile's own key order).
+  bool (*compact_windows)(const DenseAttentionTile& tile) = nullptr;
 };
 
 // The kernel chosen once from the CPU's features; HYPERATTN_ISA=scalar|avx2|avx512 forces one

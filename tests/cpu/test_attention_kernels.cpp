@@ -31,6 +31,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/bfloat16.hpp"
@@ -639,6 +640,287 @@ TEST(AttentionKernels, NextTileHintChangesNothing) {
 
 // parallel_for_lookahead runs every item exactly once, and `next` is the item the same thread
 // runs next (or -1 for its last one).
+// ---- row windows, and rows independent of their tile -----------------------------------------
+
+// A gathered tile like HyperAttention's windowed blocks: rows 0..rows-1, keys gathered with
+// repeats and a bias (some -inf); optional row windows over the key positions and a causal
+// diagonal; inputs, accumulators and the tile description owned together.
+struct GatheredTile {
+  int d = 64, dv = 64;
+  std::int64_t rows = 0, keys = 0, k_src = 0, out_rows = 0, out_stride = 0;
+  Matrix q, k, v;
+  std::vector<std::int32_t> q_index, k_index, out_index, row_window;
+  std::vector<float> bias, out, lse;
+  DenseAttentionTile tile(float* scratch) {
+    DenseAttentionTile t;
+    t.q = q.f32.data();
+    t.q_row_stride = d;
+    t.q_index = q_index.data();
+    t.k = k.f32.data();
+    t.k_row_stride = d;
+    t.v = v.f32.data();
+    t.v_row_stride = dv;
+    t.k_index = k_index.data();
+    t.key_bias = bias.data();
+    t.rows = rows;
+    t.keys = keys;
+    t.head_dim = d;
+    t.head_dim_v = dv;
+    t.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    t.out = out.data();
+    t.out_row_stride = out_stride;
+    t.out_index = out_index.data();
+    t.lse = lse.data();
+    t.scratch = scratch;
+    if (!row_window.empty()) {
+      t.row_window = row_window.data();
+      t.window_from = keys - window_keys;
+    }
+    return t;
+  }
+  std::int64_t window_keys = 0;  // the last window_keys keys are the window's
+};
+
+// rows x (keys + window) keys; with window > 0 the last `window` keys are positions
+// [k_src - window, k_src) and about a third of the rows have windows ending at k_src.
+GatheredTile gathered_tile(std::int64_t rows, std::int64_t keys, std::int64_t window, int d, int dv, std::mt19937& rng) {
+  GatheredTile g;
+  g.d = d;
+  g.dv = dv;
+  g.rows = rows;
+  g.k_src = keys + 2 * window + 9;
+  g.keys = keys + window;
+  g.window_keys = window;
+  g.out_rows = rows + 5;
+  g.out_stride = dv + 3;
+  g.q = random_matrix(2 * rows + 3, d, DType::f32, 1.0, rng);
+  g.k = random_matrix(g.k_src, d, DType::f32, 1.0, rng);
+  g.v = random_matrix(g.k_src, dv, DType::f32, 1.0, rng);
+  std::uniform_int_distribution<std::int32_t> pick_q(0, static_cast<std::int32_t>(2 * rows + 2));
+  std::uniform_int_distribution<std::int32_t> pick_k(0, static_cast<std::int32_t>(g.k_src - 1));
+  std::uniform_real_distribution<float> u(-3.0f, 1.0f);
+  for (std::int64_t i = 0; i < rows; ++i) g.q_index.push_back(pick_q(rng));
+  for (std::int64_t j = 0; j < keys; ++j) {
+    g.k_index.push_back(pick_k(rng));
+    g.bias.push_back(j % 23 == 7 ? -std::numeric_limits<float>::infinity() : u(rng));
+  }
+  for (std::int64_t j = 0; j < window; ++j) {
+    g.k_index.push_back(static_cast<std::int32_t>(g.k_src - window + j));
+    g.bias.push_back(0.0f);
+  }
+  std::vector<std::int32_t> perm(static_cast<std::size_t>(g.out_rows));
+  for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<std::int32_t>(i);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  g.out_index.assign(perm.begin(), perm.begin() + rows);
+  if (window > 0) {
+    std::uniform_int_distribution<std::int64_t> offset(0, window - 1);
+    for (std::int64_t i = 0; i < rows; ++i) {
+      const bool windowed = i % 3 == 1;
+      const std::int64_t lo = g.k_src - window + offset(rng);
+      g.row_window.push_back(static_cast<std::int32_t>(windowed ? lo : 0));
+      g.row_window.push_back(static_cast<std::int32_t>(windowed ? g.k_src : 0));
+    }
+  }
+  g.out.assign(static_cast<std::size_t>(g.out_rows * g.out_stride), 7.0f);
+  g.lse.assign(static_cast<std::size_t>(g.out_rows), 7.0f);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& x : g.out) x = normal(rng);
+  for (std::size_t r = 0; r < g.lse.size(); ++r) g.lse[r] = r % 5 == 3 ? -std::numeric_limits<float>::infinity() : 3.0f * normal(rng);
+  return g;
+}
+
+// Row windows against a double evaluation of the contract: row r sees key j < window_from iff its
+// position lies outside the row's window, key j >= window_from iff inside (tolerance as run_case).
+TEST(AttentionKernels, RowWindowsMatchTheContract) {
+  std::uint32_t seed = 900;
+  for (const AttentionKernel* kernel : all_kernels())
+    for (const auto& [rows, keys, window, diag] : std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t>>{
+             {16, 127, 32, kNoCausalMask}, {5, 40, 9, kNoCausalMask}, {47, 331, 94, kNoCausalMask},
+             {64, 256, 0, kNoCausalMask}, {100, 200, 40, kNoCausalMask}, {20, 60, 12, 50}}) {
+      SCOPED_TRACE(std::string(kernel->name) + " rows=" + std::to_string(rows) + " keys=" + std::to_string(keys) +
+                   " window=" + std::to_string(window));
+      std::mt19937 rng(seed++);
+      GatheredTile g = gathered_tile(rows, keys, window, 64, 64, rng);
+      Scratch scratch(kernel->scratch_floats(g.d, g.dv));
+      DenseAttentionTile t = g.tile(scratch.data);
+      t.causal_diagonal = diag;
+      if (window == 0) {  // row windows all empty: every row sees [0, window_from)
+        g.row_window.assign(static_cast<std::size_t>(2 * rows), 5);
+        t.row_window = g.row_window.data();
+        t.window_from = keys / 2;
+      }
+      kernel->dense(t);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const std::int64_t qr = g.q_index[static_cast<std::size_t>(i)];
+        double m = -std::numeric_limits<double>::infinity(), max_abs_s = 0.0, delta = 0.0, max_v = 0.0;
+        std::vector<double> s(static_cast<std::size_t>(t.keys), -std::numeric_limits<double>::infinity());
+        int seen = 0;
+        for (std::int64_t j = 0; j < t.keys; ++j) {
+          const std::int64_t pos = g.k_index[static_cast<std::size_t>(j)];
+          const bool inside = pos >= g.row_window[static_cast<std::size_t>(2 * i)] && pos < g.row_window[static_cast<std::size_t>(2 * i + 1)];
+          if ((j < t.window_from) == inside || j > i + diag) continue;
+          double dot = 0.0, dot_abs = 0.0;
+          for (int x = 0; x < g.d; ++x) {
+            const double a = g.q.exact[static_cast<std::size_t>(qr * g.d + x)] * g.k.exact[static_cast<std::size_t>(pos * g.d + x)];
+            dot += a;
+            dot_abs += std::abs(a);
+          }
+          s[static_cast<std::size_t>(j)] = t.scale * dot + g.bias[static_cast<std::size_t>(j)];
+          delta = std::max(delta, (g.d + 2) * kEps * t.scale * dot_abs);
+          if (std::isfinite(s[static_cast<std::size_t>(j)])) max_abs_s = std::max(max_abs_s, std::abs(s[static_cast<std::size_t>(j)]));
+          m = std::max(m, s[static_cast<std::size_t>(j)]);
+          for (int x = 0; x < g.dv; ++x) max_v = std::max(max_v, std::abs(g.v.exact[static_cast<std::size_t>(pos * g.dv + x)]));
+          ++seen;
+        }
+        const std::int64_t orow = g.out_index[static_cast<std::size_t>(i)];
+        ASSERT_GT(seen, 0);
+        std::vector<double> o(static_cast<std::size_t>(g.dv), 0.0);
+        double sum = 0.0;
+        for (std::int64_t j = 0; j < t.keys; ++j) {
+          const double p = std::exp(s[static_cast<std::size_t>(j)] - m);
+          if (p == 0.0) continue;
+          sum += p;
+          const std::int64_t pos = g.k_index[static_cast<std::size_t>(j)];
+          for (int x = 0; x < g.dv; ++x) o[static_cast<std::size_t>(x)] += p * g.v.exact[static_cast<std::size_t>(pos * g.dv + x)];
+        }
+        const double weight_rel = 2.0 * delta + 4.0 * kEps + 2.0 * kEps * max_abs_s;
+        const double tol = (2.0 * weight_rel + (static_cast<double>(t.keys) + 8.0) * kEps) * max_v;
+        for (int x = 0; x < g.dv; ++x)
+          ASSERT_NEAR(g.out[static_cast<std::size_t>(orow * g.out_stride + x)], o[static_cast<std::size_t>(x)] / sum, tol)
+              << "row " << i << " col " << x;
+        ASSERT_NEAR(g.lse[static_cast<std::size_t>(orow)], m + std::log(sum),
+                    weight_rel + (static_cast<double>(t.keys) + 8.0) * kEps + 2.0 * kEps * (max_abs_s + std::abs(m)))
+            << "row " << i;
+      }
+    }
+}
+
+// A row's result does not depend on the tile it is computed in: rows [a, a + n) of a tile, run as
+// a tile of their own, get the same bits, written or merged, with row windows, a causal diagonal,
+// several key tiles. For the AVX-512 kernel this is its small-tile path (up to 64 rows, fp32)
+// against its packed path (more rows): the two must do the same arithmetic in the same order.
+TEST(AttentionKernels, SmallTilesMatchThePackedPath) {
+  std::uint32_t seed = 950;
+  struct Shape {
+    std::int64_t rows, keys, window;
+    int d, dv;
+    std::int64_t diag;
+  };
+  for (const AttentionKernel* kernel : all_kernels())
+    for (const Shape& sh : std::vector<Shape>{{80, 127, 32, 64, 64, kNoCausalMask}, {90, 112, 0, 64, 64, kNoCausalMask},
+                                             {70, 300, 94, 64, 64, kNoCausalMask}, {100, 600, 0, 128, 48, kNoCausalMask},
+                                             {75, 41, 7, 32, 80, kNoCausalMask}, {80, 200, 20, 64, 64, 100},
+                                             {66, 530, 64, 16, 16, kNoCausalMask}})
+      for (bool merge : {false, true})
+        for (const auto& [a, n] : std::vector<std::pair<std::int64_t, std::int64_t>>{{0, 16}, {3, 1}, {5, 11}, {17, 47}, {1, 64}, {20, 33}}) {
+          SCOPED_TRACE(std::string(kernel->name) + " rows=" + std::to_string(sh.rows) + " keys=" + std::to_string(sh.keys) +
+                       " window=" + std::to_string(sh.window) + " d=" + std::to_string(sh.d) + " dv=" + std::to_string(sh.dv) +
+                       (merge ? " merge" : "") + " sub=" + std::to_string(a) + "+" + std::to_string(n));
+          std::mt19937 rng(seed++);
+          GatheredTile g = gathered_tile(sh.rows, sh.keys, sh.window, sh.d, sh.dv, rng);
+          Scratch scratch(kernel->scratch_floats(g.d, g.dv));
+          const std::vector<float> out0 = g.out, lse0 = g.lse;
+          DenseAttentionTile whole = g.tile(scratch.data);
+          whole.causal_diagonal = sh.diag;
+          whole.merge = merge;
+          kernel->dense(whole);
+          const std::vector<float> want = g.out, want_lse = g.lse;
+          g.out = out0;
+          g.lse = lse0;
+          DenseAttentionTile part = g.tile(scratch.data);
+          part.merge = merge;
+          part.rows = n;
+          part.q_index += a;
+          part.out_index += a;
+          if (part.row_window) part.row_window += 2 * a;
+          part.causal_diagonal = sh.diag == kNoCausalMask ? kNoCausalMask : sh.diag + a;
+          kernel->dense(part);
+          for (std::int64_t i = a; i < a + n; ++i) {
+            const std::int64_t orow = g.out_index[static_cast<std::size_t>(i)];
+            ASSERT_TRUE(same_bits(g.lse[static_cast<std::size_t>(orow)], want_lse[static_cast<std::size_t>(orow)]))
+                << "row " << i << ": lse " << g.lse[static_cast<std::size_t>(orow)] << " want " << want_lse[static_cast<std::size_t>(orow)];
+            for (int x = 0; x < g.dv; ++x)
+              ASSERT_TRUE(same_bits(g.out[static_cast<std::size_t>(orow * g.out_stride + x)], want[static_cast<std::size_t>(orow * g.out_stride + x)]))
+                  << "row " << i << " col " << x << ": " << g.out[static_cast<std::size_t>(orow * g.out_stride + x)] << " want "
+                  << want[static_cast<std::size_t>(orow * g.out_stride + x)];
+          }
+        }
+}
+
+// Kernels that compute row windows compactly (AttentionKernel::compact_windows): every row gets
+// the bits of a tile of that row alone, without row windows, over keys [0, window_from) (those
+// inside its window biased -inf) followed by its window's keys: what the engine ran before it
+// batched a block's windowed rows. Written and merged, one and several key tiles.
+TEST(AttentionKernels, CompactWindowsMatchOneRowTiles) {
+  std::uint32_t seed = 1200;
+  int checked = 0;
+  for (const AttentionKernel* kernel : all_kernels()) {
+    if (kernel->compact_windows == nullptr) continue;
+    struct Shape {
+      std::int64_t rows, keys, window;
+      int d, dv;
+    };
+    for (const Shape& sh : std::vector<Shape>{{16, 127, 32, 64, 64}, {47, 378, 94, 64, 64}, {11, 80, 22, 64, 64},
+                                             {154, 1235, 308, 64, 64}, {64, 509, 128, 64, 64}, {7, 50, 14, 32, 48},
+                                             {40, 250, 10, 128, 80}})
+      for (bool merge : {false, true}) {
+        SCOPED_TRACE(std::string(kernel->name) + " rows=" + std::to_string(sh.rows) + " keys=" + std::to_string(sh.keys) +
+                     " window=" + std::to_string(sh.window) + (merge ? " merge" : ""));
+        std::mt19937 rng(seed++);
+        GatheredTile g = gathered_tile(sh.rows, sh.keys, sh.window, sh.d, sh.dv, rng);
+        for (std::int64_t i = 60; i < sh.rows; ++i)  // at most 20 windowed rows (a kernel's capacity is limited)
+          g.row_window[static_cast<std::size_t>(2 * i)] = g.row_window[static_cast<std::size_t>(2 * i + 1)] = 0;
+        Scratch scratch(kernel->scratch_floats(g.d, g.dv));
+        const std::vector<float> out0 = g.out, lse0 = g.lse;
+        DenseAttentionTile whole = g.tile(scratch.data);
+        whole.merge = merge;
+        ASSERT_TRUE(kernel->compact_windows(whole));
+        kernel->dense(whole);
+        const std::vector<float> got = g.out, got_lse = g.lse;
+        g.out = out0;
+        g.lse = lse0;
+        for (std::int64_t i = 0; i < sh.rows; ++i) {
+          const std::int32_t lo = g.row_window[static_cast<std::size_t>(2 * i)], hi = g.row_window[static_cast<std::size_t>(2 * i + 1)];
+          std::vector<std::int32_t> keys;
+          std::vector<float> bias;
+          for (std::int64_t j = 0; j < whole.keys; ++j) {
+            const std::int32_t pos = g.k_index[static_cast<std::size_t>(j)];
+            const bool inside = pos >= lo && pos < hi;
+            if (j < whole.window_from) {
+              keys.push_back(pos);
+              bias.push_back(inside ? -std::numeric_limits<float>::infinity() : g.bias[static_cast<std::size_t>(j)]);
+            } else if (inside) {
+              keys.push_back(pos);
+              bias.push_back(g.bias[static_cast<std::size_t>(j)]);
+            }
+          }
+          DenseAttentionTile one = g.tile(scratch.data);
+          one.merge = merge;
+          one.row_window = nullptr;
+          one.window_from = 0;
+          one.rows = 1;
+          one.q_index += i;
+          one.out_index += i;
+          one.k_index = keys.data();
+          one.key_bias = bias.data();
+          one.keys = static_cast<std::int64_t>(keys.size());
+          kernel->dense(one);
+          const std::int64_t orow = g.out_index[static_cast<std::size_t>(i)];
+          ASSERT_TRUE(same_bits(got_lse[static_cast<std::size_t>(orow)], g.lse[static_cast<std::size_t>(orow)]))
+              << "row " << i << (lo < hi ? " (windowed)" : "") << ": lse " << got_lse[static_cast<std::size_t>(orow)] << " want "
+              << g.lse[static_cast<std::size_t>(orow)];
+          for (int x = 0; x < g.dv; ++x)
+            ASSERT_TRUE(same_bits(got[static_cast<std::size_t>(orow * g.out_stride + x)], g.out[static_cast<std::size_t>(orow * g.out_stride + x)]))
+                << "row " << i << (lo < hi ? " (windowed)" : "") << " col " << x;
+          ++checked;
+        }
+      }
+  }
+  if (kernel_by_name("avx512") != nullptr) {
+    EXPECT_GT(checked, 0);
+  }
+}
+
 TEST(ThreadPool, LookaheadRunsEachItemOnceAndNextIsTheThreadsNextItem) {
   for (int threads : {1, 2, 3, 8})
     for (std::int64_t items : {std::int64_t{0}, std::int64_t{1}, std::int64_t{2}, std::int64_t{5}, std::int64_t{1000}}) {

@@ -97,6 +97,19 @@ inline __m256 prefix_mask(int n) {
   return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), iota));
 }
 
+// Row `row`'s window mask (row_window set) for keys j0 + [0, 8): the lanes of keys it sees among
+// those of `valid` (window_visible, vectorised).
+inline __m256 window_lanes(const DenseAttentionTile& t, std::int64_t row, std::int64_t j0, __m256 valid) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i pos = t.k_index ? _mm256_maskload_epi32(t.k_index + j0, _mm256_castps_si256(valid))
+                                : _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(j0)), iota);
+  const __m256i lo = _mm256_set1_epi32(t.row_window[2 * row]), hi = _mm256_set1_epi32(t.row_window[2 * row + 1]);
+  // inside = lo <= pos < hi
+  const __m256i inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(lo, pos), _mm256_cmpgt_epi32(hi, pos));
+  const __m256 before = prefix_mask(static_cast<int>(std::clamp<std::int64_t>(t.window_from - j0, 0, kW)));
+  return _mm256_and_ps(_mm256_xor_ps(before, _mm256_castsi256_ps(inside)), valid);
+}
+
 inline float reduce_max(__m256 v) {
   __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   x = _mm_max_ps(x, _mm_movehl_ps(x, x));
@@ -274,7 +287,14 @@ void dense(const DenseAttentionTile& t) {
       l[r] = 0.0f;
     }
     std::memset(obuf, 0, static_cast<std::size_t>(nr_pad) * L.dv_pad * sizeof(float));
-    const std::int64_t key_end = std::clamp<std::int64_t>(r0 + nr - 1 + t.causal_diagonal + 1, 0, t.keys);
+    std::int64_t key_end = std::clamp<std::int64_t>(r0 + nr - 1 + t.causal_diagonal + 1, 0, t.keys);
+    if (t.row_window != nullptr) {  // also past every row's window limit (window_key_limit)
+      std::int64_t end = 0;
+      for (int r = 0; r < nr; ++r)
+        end = std::max(end, std::min(std::clamp<std::int64_t>(r0 + r + t.causal_diagonal + 1, 0, t.keys),
+                                     window_key_limit(t, r0 + r)));
+      key_end = end;
+    }
 
     for (std::int64_t c0 = 0; c0 < key_end; c0 += kKeyTile) {
       const int nc = static_cast<int>(std::min<std::int64_t>(kKeyTile, key_end - c0));
@@ -282,10 +302,14 @@ void dense(const DenseAttentionTile& t) {
 
       for (int g0 = 0; g0 < nr_pad; g0 += kRowGroup) {
         int visible[kRowGroup];
+        bool windowed[kRowGroup];
         int group_end = 0;
         for (int r = 0; r < kRowGroup; ++r) {
           const int row = g0 + r;
-          visible[r] = row < nr ? static_cast<int>(std::clamp<std::int64_t>(r0 + row + t.causal_diagonal + 1 - c0, 0, nc)) : 0;
+          visible[r] = row < nr ? static_cast<int>(std::clamp<std::int64_t>(
+                                      std::min(r0 + row + t.causal_diagonal + 1, window_key_limit(t, r0 + row)) - c0, 0, nc))
+                                : 0;
+          windowed[r] = row < nr && has_window(t, r0 + row);
           group_end = std::max(group_end, visible[r]);
         }
         // Prefetch the next key tile's rows a slice per row group, so their cache misses overlap
@@ -311,10 +335,16 @@ void dense(const DenseAttentionTile& t) {
         for (int r = 0; r < kRowGroup; ++r) {
           float* sr = s + r * kKeyTile;
           const int vis = visible[r];
+          // The lanes of 8 keys from c this row sees: a prefix, further masked by a row window.
+          const bool win = windowed[r];
+          const auto lanes = [&](int c) {
+            const __m256 k = prefix_mask(vis - c);
+            return win ? window_lanes(t, r0 + g0 + r, c0 + c, k) : k;
+          };
           __m256 vmax = _mm256_set1_ps(kNegInf);
           int nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
           for (int c = 0; c < vis; c += kW) {
-            const __m256 k = prefix_mask(vis - c);
+            const __m256 k = lanes(c);
             const __m256 x = _mm256_add_ps(_mm256_load_ps(sr + c), _mm256_maskload_ps(bias + c, _mm256_castps_si256(k)));
             _mm256_store_ps(sr + c, x);
             vmax = _mm256_blendv_ps(vmax, _mm256_max_ps(vmax, x), k);
@@ -336,7 +366,7 @@ void dense(const DenseAttentionTile& t) {
           const __m256 vm = _mm256_set1_ps(m_new);
           __m256 vsum = _mm256_setzero_ps();
           for (int c = 0; c < group_end; c += kW) {
-            const __m256 p = _mm256_and_ps(prefix_mask(vis - c), exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm)));
+            const __m256 p = _mm256_and_ps(lanes(c), exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm)));
             _mm256_store_ps(sr + c, p);
             vsum = _mm256_add_ps(vsum, p);
           }

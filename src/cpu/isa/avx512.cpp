@@ -47,6 +47,8 @@ constexpr int kRowGroup = 8;      // rows per microkernel call
 constexpr int kKeyChunk = 32;     // keys per S microkernel call (two zmm)
 constexpr int kRowTile = 256;     // rows held in scratch at once (multiple of kRowGroup)
 constexpr int kKeyTile = 256;     // keys packed at once (multiple of kKeyChunk)
+constexpr int kWinRows = 32;      // compact row windows: windowed rows per tile at most
+constexpr int kWinKeys = 2048;    // compact row windows: keys per tile at most
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
 
@@ -57,7 +59,7 @@ std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m;
 struct ScratchLayout {
   int d_pad;   // head_dim rounded up to even (bf16 pairs)
   int dv_pad;  // head_dim_v rounded up to kW
-  std::size_t q, o, m, l, corr, k, v, s, p16, bias, total;
+  std::size_t q, o, m, l, corr, k, v, s, p16, bias, st, masks, wx, wpos, total;
 };
 
 ScratchLayout scratch_layout(int head_dim, int head_dim_v) {
@@ -80,6 +82,10 @@ ScratchLayout scratch_layout(int head_dim, int head_dim_v) {
   L.s = take(static_cast<std::size_t>(kRowGroup) * kKeyTile);    // [kRowGroup, kKeyTile]
   L.p16 = take(static_cast<std::size_t>(kRowGroup) * kKeyTile / 2);  // [kRowGroup, kKeyTile] bf16
   L.bias = take(kKeyTile);                                       // [kKeyTile]
+  L.st = take(static_cast<std::size_t>(kKeyTile) * kW);          // small tiles: [kKeyTile keys, 16 rows]
+  L.masks = take(kKeyTile / 2);                                  // small tiles: [kKeyTile] lane masks (16 bits)
+  L.wx = take(static_cast<std::size_t>(kWinRows) * kWinKeys);    // compact windows: [kWinRows][kWinKeys] scores
+  L.wpos = take(static_cast<std::size_t>(kWinRows) * kWinKeys);  // compact windows: [kWinRows][kWinKeys] key rows (int32)
   L.total = at;
   return L;
 }
@@ -112,6 +118,18 @@ inline __m512 exp2_ps(__m512 x) {
 
 inline __mmask16 prefix_mask(std::int64_t n) {
   return n >= kW ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n > 0 ? n : 0)) - 1u);
+}
+
+// Row `row`'s window mask (row_window set) for keys j0 + [0, 16): the lanes of keys it sees among
+// the `valid` first (window_visible, vectorised).
+inline __mmask16 window_lanes(const DenseAttentionTile& t, std::int64_t row, std::int64_t j0, __mmask16 valid) {
+  const __m512i pos = t.k_index ? _mm512_maskz_loadu_epi32(valid, t.k_index + j0)
+                                : _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(j0)),
+                                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  const __mmask16 inside = _mm512_cmpge_epi32_mask(pos, _mm512_set1_epi32(t.row_window[2 * row])) &
+                           _mm512_cmplt_epi32_mask(pos, _mm512_set1_epi32(t.row_window[2 * row + 1]));
+  const __mmask16 before = prefix_mask(t.window_from - j0);
+  return static_cast<__mmask16>((before ^ inside) & valid);
 }
 
 // ---- S = Q K^T microkernels: 8 rows x 32 keys -------------------------------------------------
@@ -436,6 +454,43 @@ void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, fl
   }
 }
 
+// The end of a row tile: rows [r0, r0 + nr) of the tile, accumulated in obuf (unnormalised) with
+// running max m (base 2) and sum l, normalised and written to out and lse, or merged into them.
+void store_rows(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t r0, int nr, float* obuf,
+                const float* m, const float* l) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int dv = t.head_dim_v;
+  for (int r = 0; r < nr; ++r) {
+    // The gathered output rows are in L2 since the last key tile, but their address
+    // translations are long gone from the TLBs: touch them again a few rows ahead.
+    if (t.out_index && r + kPrefetchAhead < nr) {
+      const std::int64_t ahead = t.out_index[r0 + r + kPrefetchAhead];
+      prefetch_row(DType::f32, t.out, t.out_row_stride, ahead, dv);
+      if (t.lse) _mm_prefetch(reinterpret_cast<const char*>(t.lse + ahead), _MM_HINT_T0);
+    }
+    const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
+    // The row's result (in place in obuf with merge, else straight into out) and its lse.
+    float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
+    float* o = t.merge ? acc : t.out + orow * t.out_row_stride;
+    float row_lse;
+    if (l[r] > 0.0f) {
+      const __m512 inv = _mm512_set1_ps(1.0f / l[r]);
+      int x = 0;
+      for (; x + kW <= dv; x += kW) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
+      if (x < dv) _mm512_mask_storeu_ps(o + x, prefix_mask(dv - x), _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
+      row_lse = std::fma(kLn2, m[r], std::log(l[r]));
+    } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
+      for (int x = 0; x < dv; ++x) o[x] = l[r];
+      row_lse = l[r];
+    } else {  // no visible key: the empty-set rule
+      for (int x = 0; x < dv; ++x) o[x] = 0.0f;
+      row_lse = kNegInf;
+    }
+    if (t.merge) merge_row(t.out + orow * t.out_row_stride, t.lse + orow, acc, row_lse, dv, combine_rows);
+    else if (t.lse) t.lse[orow] = row_lse;
+  }
+}
+
 // ---- the kernel ---------------------------------------------------------------------------------
 
 template <bool kBf16>
@@ -443,7 +498,6 @@ void dense_impl(const DenseAttentionTile& t) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const ScratchLayout L = scratch_layout(t.head_dim, t.head_dim_v);
   const int d = t.head_dim;
-  const int dv = t.head_dim_v;
   float* qbuf = t.scratch + L.q;      // [kRowTile, d] (bf16: [kRowTile, d_pad] halves)
   float* obuf = t.scratch + L.o;      // [kRowTile, dv_pad]
   float* m = t.scratch + L.m;         // [kRowTile] running max (base 2)
@@ -467,7 +521,14 @@ void dense_impl(const DenseAttentionTile& t) {
       l[r] = 0.0f;
     }
     std::memset(obuf, 0, static_cast<std::size_t>(nr_pad) * L.dv_pad * sizeof(float));
-    const std::int64_t key_end = std::clamp<std::int64_t>(r0 + nr - 1 + t.causal_diagonal + 1, 0, t.keys);
+    std::int64_t key_end = std::clamp<std::int64_t>(r0 + nr - 1 + t.causal_diagonal + 1, 0, t.keys);
+    if (t.row_window != nullptr) {  // also past every row's window limit (window_key_limit)
+      std::int64_t end = 0;
+      for (int r = 0; r < nr; ++r)
+        end = std::max(end, std::min(std::clamp<std::int64_t>(r0 + r + t.causal_diagonal + 1, 0, t.keys),
+                                     window_key_limit(t, r0 + r)));
+      key_end = end;
+    }
 
     for (std::int64_t c0 = 0; c0 < key_end; c0 += kKeyTile) {
       const int nc = static_cast<int>(std::min<std::int64_t>(kKeyTile, key_end - c0));
@@ -475,10 +536,14 @@ void dense_impl(const DenseAttentionTile& t) {
 
       for (int g0 = 0; g0 < nr_pad; g0 += kRowGroup) {
         int visible[kRowGroup];
+        bool windowed[kRowGroup];
         int group_end = 0;
         for (int r = 0; r < kRowGroup; ++r) {
           const int row = g0 + r;
-          visible[r] = row < nr ? static_cast<int>(std::clamp<std::int64_t>(r0 + row + t.causal_diagonal + 1 - c0, 0, nc)) : 0;
+          visible[r] = row < nr ? static_cast<int>(std::clamp<std::int64_t>(
+                                      std::min(r0 + row + t.causal_diagonal + 1, window_key_limit(t, r0 + row)) - c0, 0, nc))
+                                : 0;
+          windowed[r] = row < nr && has_window(t, r0 + row);
           group_end = std::max(group_end, visible[r]);
         }
         // Prefetch the next key tile's rows a slice per row group, so their cache misses overlap
@@ -517,10 +582,16 @@ void dense_impl(const DenseAttentionTile& t) {
           float* sr = s + r * kKeyTile;
           std::uint16_t* pr = p16 + r * kKeyTile;
           const int vis = visible[r];
+          // The lanes of 16 keys from c this row sees: a prefix, further masked by a row window.
+          const bool win = windowed[r];
+          const auto lanes = [&](int c) {
+            const __mmask16 k = prefix_mask(vis - c);
+            return win ? window_lanes(t, r0 + g0 + r, c0 + c, k) : k;
+          };
           __m512 vmax = _mm512_set1_ps(kNegInf);
           __mmask16 nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
           for (int c = 0; c < vis; c += kW) {
-            const __mmask16 k = prefix_mask(vis - c);
+            const __mmask16 k = lanes(c);
             const __m512 x = _mm512_fmadd_ps(_mm512_load_ps(sr + c), _mm512_set1_ps(score_mul),
                                              _mm512_maskz_loadu_ps(k, bias + c));
             _mm512_store_ps(sr + c, x);
@@ -545,7 +616,7 @@ void dense_impl(const DenseAttentionTile& t) {
           const __m512 vm = _mm512_set1_ps(m_new);
           __m512 vsum = _mm512_setzero_ps();
           for (int c = 0; c < pv_keys; c += kW) {
-            const __mmask16 k = prefix_mask(vis - c);
+            const __mmask16 k = lanes(c);
             const __m512 p = _mm512_maskz_mov_ps(k, exp2_ps(_mm512_sub_ps(_mm512_load_ps(sr + c), vm)));
             if constexpr (kBf16) {
               _mm256_store_si256(reinterpret_cast<__m256i*>(pr + c), (__m256i)_mm512_cvtneps_pbh(p));
@@ -566,47 +637,422 @@ void dense_impl(const DenseAttentionTile& t) {
       }
     }
 
-    for (int r = 0; r < nr; ++r) {
-      // The gathered output rows are in L2 since the last key tile, but their address
-      // translations are long gone from the TLBs: touch them again a few rows ahead.
-      if (t.out_index && r + kPrefetchAhead < nr) {
-        const std::int64_t ahead = t.out_index[r0 + r + kPrefetchAhead];
-        prefetch_row(DType::f32, t.out, t.out_row_stride, ahead, dv);
-        if (t.lse) _mm_prefetch(reinterpret_cast<const char*>(t.lse + ahead), _MM_HINT_T0);
-      }
-      const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
-      // The row's result (in place in obuf with merge, else straight into out) and its lse.
-      float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
-      float* o = t.merge ? acc : t.out + orow * t.out_row_stride;
-      float row_lse;
-      if (l[r] > 0.0f) {
-        const __m512 inv = _mm512_set1_ps(1.0f / l[r]);
-        int x = 0;
-        for (; x + kW <= dv; x += kW) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
-        if (x < dv) _mm512_mask_storeu_ps(o + x, prefix_mask(dv - x), _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
-        row_lse = std::fma(kLn2, m[r], std::log(l[r]));
-      } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
-        for (int x = 0; x < dv; ++x) o[x] = l[r];
-        row_lse = l[r];
-      } else {  // no visible key: the empty-set rule
-        for (int x = 0; x < dv; ++x) o[x] = 0.0f;
-        row_lse = kNegInf;
-      }
-      if (t.merge) merge_row(t.out + orow * t.out_row_stride, t.lse + orow, acc, row_lse, dv, combine_rows);
-      else if (t.lse) t.lse[orow] = row_lse;
-    }
+    store_rows(t, L, r0, nr, obuf, m, l);
   }
 }
 
+// ---- small row tiles (fp32) ---------------------------------------------------------------------
+//
+// HyperAttention's sorted blocks are small row tiles (16 to 64 rows) against a gathered key set of
+// about as many keys; packing (transposing) every key tile for so few rows costs as much as the
+// arithmetic. For such tiles dense_small runs the same recurrence transposed: the rows are the 16
+// lanes of a zmm (a "slab"), Q is transposed once per tile ([d][16 rows]), the gathered key rows
+// are copied untransposed (in 16-column pieces) and broadcast from there, and V is read straight
+// from its gathered rows. Every arithmetic operation of dense_impl<false> is done on the same
+// operands in the same order (scores: one FMA chain over head_dim; the weights' sum: the same
+// 16 partial sums per key tile and the same reduction tree as _mm512_reduce_add_ps; P V: one FMA
+// chain over the tile's keys), so a row gets the same bits from either path
+// (AttentionKernels.SmallTilesMatchThePackedPath).
+
+constexpr int kSmallMaxRows = 64;  // row tiles up to this many rows take dense_small (a multiple of kW)
+                                   // (tiles with compact row windows: up to kRowTile)
+
+// S^T for one slab and 16 keys: st[j][r] = <q_r, k_j> (q pre-scaled) for keys j of the chunk.
+// qt: [d][16]; kb: the chunk's keys, [d/16][16 keys][16 columns].
+inline void scores_t(const float* qt, int d, const float* kb, float* st) {
+  __m512 a[kW];
+  for (int j = 0; j < kW; ++j) a[j] = _mm512_setzero_ps();
+  for (int xb = 0; xb < d; xb += kW, kb += kW * kW, qt += kW * kW) {
+    for (int xx = 0; xx < kW; ++xx) {
+      const __m512 q = _mm512_load_ps(qt + xx * kW);
+      for (int j = 0; j < kW; ++j) a[j] = _mm512_fmadd_ps(q, _mm512_set1_ps(kb[j * kW + xx]), a[j]);
+    }
+  }
+  for (int j = 0; j < kW; ++j) _mm512_store_ps(st + j * kW, a[j]);
+}
+
+// scores_t for a slab with at most 8 rows: lanes 0..7 only, at 256 bits (twice the FMAs per cycle
+// of 512-bit ones on cores that split them; the same operations per lane, so the same bits). Lanes
+// 8..15 of st are left as they were: those rows are padding, masked everywhere after.
+inline void scores_t8(const float* qt, int d, const float* kb, float* st) {
+  __m256 a[kW];
+  for (int j = 0; j < kW; ++j) a[j] = _mm256_setzero_ps();
+  for (int xb = 0; xb < d; xb += kW, kb += kW * kW, qt += kW * kW) {
+    for (int xx = 0; xx < kW; ++xx) {
+      const __m256 q = _mm256_load_ps(qt + xx * kW);
+      for (int j = 0; j < kW; ++j) a[j] = _mm256_fmadd_ps(q, _mm256_set1_ps(kb[j * kW + xx]), a[j]);
+    }
+  }
+  for (int j = 0; j < kW; ++j) _mm256_store_ps(st + j * kW, a[j]);
+}
+
+// O[r] = corr[r] * O[r] + sum_key pt[key][r] v_key for kR rows (lanes lane0 ..) and kC*16 columns
+// from col, keys [0, keys) of the tile at c0.
+template <int kR, int kC>
+inline void pv_t(const DenseAttentionTile& t, std::int64_t c0, int keys, const float* pt, int lane0,
+                 const float* corr, float* o, int ldo, int col) {
+  __m512 acc[kR][kC];
+  for (int r = 0; r < kR; ++r) {
+    const __m512 c = _mm512_set1_ps(corr[lane0 + r]);
+    for (int j = 0; j < kC; ++j) acc[r][j] = _mm512_mul_ps(_mm512_load_ps(o + r * ldo + col + j * kW), c);
+  }
+  const float* v = static_cast<const float*>(t.v) + col;
+  for (int key = 0; key < keys; ++key) {
+    const std::int64_t row = t.k_index ? std::int64_t{t.k_index[c0 + key]} : c0 + key;
+    const float* vr = v + row * t.v_row_stride;
+    __m512 vv[kC];
+    for (int j = 0; j < kC; ++j) vv[j] = _mm512_loadu_ps(vr + j * kW);
+    for (int r = 0; r < kR; ++r) {
+      const __m512 b = _mm512_set1_ps(pt[key * kW + lane0 + r]);
+      for (int j = 0; j < kC; ++j) acc[r][j] = _mm512_fmadd_ps(b, vv[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < kR; ++r)
+    for (int j = 0; j < kC; ++j) _mm512_store_ps(o + r * ldo + col + j * kW, acc[r][j]);
+}
+
+template <int kR>
+inline void pv_rows(const DenseAttentionTile& t, std::int64_t c0, int keys, const float* pt, int lane0,
+                    const float* corr, float* o, int ldo) {
+  const int dv = t.head_dim_v;
+  int col = 0;
+  for (; col + 4 * kW <= dv; col += 4 * kW) pv_t<kR, 4>(t, c0, keys, pt, lane0, corr, o, ldo, col);
+  const int left = (dv - col) / kW;
+  if (left == 3) pv_t<kR, 3>(t, c0, keys, pt, lane0, corr, o, ldo, col);
+  else if (left == 2) pv_t<kR, 2>(t, c0, keys, pt, lane0, corr, o, ldo, col);
+  else if (left == 1) pv_t<kR, 1>(t, c0, keys, pt, lane0, corr, o, ldo, col);
+}
+
+// _mm512_reduce_add_ps of each row's 16 partial sums, for 16 rows at once: part[k] holds partial
+// sum k of every row (GCC's tree: halves, then quarters, then pairs).
+inline __m512 reduce_add_t(const __m512 part[kW]) {
+  __m512 t3[8], t6[4];
+  for (int i = 0; i < 8; ++i) t3[i] = _mm512_add_ps(part[i + 8], part[i]);
+  for (int i = 0; i < 4; ++i) t6[i] = _mm512_add_ps(t3[i + 4], t3[i]);
+  const __m512 t8a = _mm512_add_ps(t6[0], t6[2]);
+  const __m512 t8b = _mm512_add_ps(t6[1], t6[3]);
+  return _mm512_add_ps(t8a, t8b);
+}
+
+// Can dense_small run t? fp32, head dims multiples of 16, few rows.
+inline bool small_tile(const DenseAttentionTile& t) {
+  return t.dtype == DType::f32 && t.rows <= kSmallMaxRows && t.head_dim % kW == 0 && t.head_dim_v % kW == 0 &&
+         t.keys < (std::int64_t{1} << 30);
+}
+
+// AttentionKernel::compact_windows: tiles with row windows that dense_small runs compactly.
+bool compact_windows(const DenseAttentionTile& t) {
+  if (t.dtype != DType::f32 || t.rows > kRowTile || t.head_dim % kW != 0 || t.head_dim_v % kW != 0 ||
+      t.keys > kWinKeys || t.causal_diagonal != kNoCausalMask || t.row_window == nullptr)
+    return false;
+  int windowed = 0;
+  for (std::int64_t r = 0; r < t.rows; ++r) windowed += has_window(t, r) ? 1 : 0;
+  return windowed <= kWinRows;
+}
+
+// Compact row windows (AttentionKernel::compact_windows): a row with a window is left out of the
+// slabs' softmax; its scores (from the slab's S^T, the same FMA chain) are gathered into its own
+// list, keys [0, window_from) with those inside its window biased -inf, then its window's keys,
+// and that list runs through dense_impl's recurrence for a tile of one row (window_row).
+// dense_impl's per-row arithmetic for one row over a list of n keys whose biased scores x (base 2)
+// and key rows are given; its result left in o (unnormalised), *m, *l.
+void window_row(const DenseAttentionTile& t, const float* x, const std::int32_t* rows, int n, float* pbuf, float* o,
+                float* m_out, float* l_out) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int dv = t.head_dim_v;
+  float m = kNegInf, l = 0.0f;
+  for (int c0 = 0; c0 < n; c0 += kKeyTile) {
+    const int vis = std::min(kKeyTile, n - c0);
+    const float* xs = x + c0;
+    __m512 vmax = _mm512_set1_ps(kNegInf);
+    __mmask16 nan_lanes = 0;
+    for (int c = 0; c < vis; c += kW) {
+      const __mmask16 k = prefix_mask(vis - c);
+      const __m512 v = _mm512_maskz_loadu_ps(k, xs + c);
+      vmax = _mm512_mask_max_ps(vmax, k, vmax, v);
+      nan_lanes |= _mm512_mask_cmp_ps_mask(k, v, v, _CMP_UNORD_Q);
+    }
+    const float tile_max = nan_lanes ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(vmax);
+    if (tile_max == kNegInf) continue;  // weights 0, O unchanged (times corr 1)
+    const float m_new = tile_max != tile_max ? tile_max : std::max(m, tile_max);
+    const float dm = m - m_new;
+    const float corr = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
+    const __m512 vm = _mm512_set1_ps(m_new);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int c = 0; c < vis; c += kW) {
+      const __mmask16 k = prefix_mask(vis - c);
+      const __m512 p = _mm512_maskz_mov_ps(k, exp2_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xs + c), vm)));
+      _mm512_storeu_ps(pbuf + c, p);
+      vsum = _mm512_add_ps(vsum, p);
+    }
+    l = std::fma(l, corr, _mm512_reduce_add_ps(vsum));
+    m = m_new;
+    // O = corr * O + P V, one FMA chain per element over the tile's keys.
+    const __m512 vc = _mm512_set1_ps(corr);
+    for (int col = 0; col < dv; col += 4 * kW) {
+      const int cols = std::min(4, (dv - col) / kW);
+      __m512 acc[4];
+      for (int j = 0; j < cols; ++j) acc[j] = _mm512_mul_ps(_mm512_load_ps(o + col + j * kW), vc);
+      for (int key = 0; key < vis; ++key) {
+        const __m512 b = _mm512_set1_ps(pbuf[key]);
+        const float* vr = static_cast<const float*>(t.v) + std::int64_t{rows[c0 + key]} * t.v_row_stride + col;
+        for (int j = 0; j < cols; ++j) acc[j] = _mm512_fmadd_ps(b, _mm512_loadu_ps(vr + j * kW), acc[j]);
+      }
+      for (int j = 0; j < cols; ++j) _mm512_store_ps(o + col + j * kW, acc[j]);
+    }
+  }
+  *m_out = m;
+  *l_out = l;
+}
+
+void dense_small(const DenseAttentionTile& t, bool compact) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const ScratchLayout L = scratch_layout(t.head_dim, t.head_dim_v);
+  const int d = t.head_dim;
+  const int nr = static_cast<int>(t.rows);
+  const int slabs = (nr + kW - 1) / kW;
+  const int nr_pad = slabs * kW;
+  float* qt = t.scratch + L.q;        // [slabs][d][16]
+  float* obuf = t.scratch + L.o;      // [nr_pad, dv_pad]
+  float* m = t.scratch + L.m;         // [nr_pad] running max (base 2)
+  float* l = t.scratch + L.l;         // [nr_pad] running sum
+  float* kbuf = t.scratch + L.k;      // [kKeyTile / 16][d / 16][16 keys][16]
+  float* qrows = kbuf;                // [16, d]: one slab's rows, row major, before the keys come
+  float* st = t.scratch + L.st;       // [kKeyTile][16]: scores, then weights, of one slab
+  auto* masks = reinterpret_cast<std::uint16_t*>(t.scratch + L.masks);  // [kKeyTile]
+  float* bias = t.scratch + L.bias;   // [kKeyTile]
+  float corr[kRowTile];
+  std::int32_t limit[kRowTile];  // keys [0, limit) may be visible to a row (causal mask, window limit)
+  // Compact windows: the windowed rows, their slot in wx/wpos and how many of their keys are there.
+  float* wx = t.scratch + L.wx;                                    // [kWinRows][kWinKeys]
+  auto* wpos = reinterpret_cast<std::int32_t*>(t.scratch + L.wpos);  // [kWinRows][kWinKeys]
+  int win_slot[kRowTile];   // row -> slot, or -1
+  int win_count[kWinRows];  // keys gathered so far
+  int win_row[kWinRows];    // slot -> row
+  int windowed = 0;
+  __mmask16 slab_plain[kRowTile / kW];  // lanes of each slab that run the slab's softmax
+  for (int sl = 0; sl < slabs; ++sl) slab_plain[sl] = static_cast<__mmask16>(0xffff);
+  if (compact)
+    for (int r = 0; r < nr; ++r) {
+      win_slot[r] = -1;
+      if (!has_window(t, r)) continue;
+      win_slot[r] = windowed;
+      win_row[windowed] = r;
+      win_count[windowed++] = 0;
+      slab_plain[r / kW] &= static_cast<__mmask16>(~(1u << (r % kW)));
+    }
+  const float q_mul = t.scale * kLog2e;
+
+  // Q: rows times scale * log2 e (as load_queries), transposed per slab; padding rows are zero.
+  for (int sl = 0; sl < slabs; ++sl) {
+    const int rows = std::min(kW, nr - sl * kW);
+    load_queries<false>(t, L, sl * kW, rows, kW, q_mul, qrows);
+    for (int x = 0; x < d; x += kW) {
+      __m512 r[kW];
+      for (int i = 0; i < kW; ++i) r[i] = _mm512_loadu_ps(qrows + i * d + x);
+      transpose16x16(r);
+      for (int j = 0; j < kW; ++j) _mm512_store_ps(qt + (static_cast<std::size_t>(sl) * d + x + j) * kW, r[j]);
+    }
+  }
+  std::int64_t key_end = 0;
+  for (int r = 0; r < nr_pad; ++r) {
+    m[r] = kNegInf;
+    l[r] = 0.0f;
+    limit[r] = r < nr ? static_cast<std::int32_t>(std::clamp<std::int64_t>(
+                            std::min(r + t.causal_diagonal + 1, window_key_limit(t, r)), 0, t.keys))
+                      : 0;
+    key_end = std::max<std::int64_t>(key_end, limit[r]);
+  }
+  std::memset(obuf, 0, static_cast<std::size_t>(nr_pad) * L.dv_pad * sizeof(float));
+  const auto key_row = [&](std::int64_t c) { return t.k_index ? std::int64_t{t.k_index[c]} : c; };
+
+  for (std::int64_t c0 = 0; c0 < key_end; c0 += kKeyTile) {
+    const int nc = static_cast<int>(std::min<std::int64_t>(kKeyTile, key_end - c0));
+    const int chunks = (nc + kW - 1) / kW;
+    const bool last_tile = c0 + kKeyTile >= key_end;
+    // Key rows into 16-key blocks of 16-column pieces; K and V rows prefetched a chunk ahead.
+    if (t.k_index)
+      for (int c = 0; c < std::min(nc, kW); ++c) {
+        prefetch_row(t.dtype, t.k, t.k_row_stride, key_row(c0 + c), d);
+        prefetch_row(t.dtype, t.v, t.v_row_stride, key_row(c0 + c), t.head_dim_v);
+      }
+    for (int ch = 0; ch < chunks; ++ch) {
+      if (t.k_index)
+        for (int c = (ch + 1) * kW; c < std::min(nc, (ch + 2) * kW); ++c) {
+          prefetch_row(t.dtype, t.k, t.k_row_stride, key_row(c0 + c), d);
+          prefetch_row(t.dtype, t.v, t.v_row_stride, key_row(c0 + c), t.head_dim_v);
+        }
+      float* kb = kbuf + static_cast<std::size_t>(ch) * kW * d;
+      for (int j = 0; j < kW; ++j) {
+        const int c = ch * kW + j;
+        if (c < nc) {
+          const float* src = static_cast<const float*>(t.k) + key_row(c0 + c) * t.k_row_stride;
+          for (int x = 0; x < d; x += kW) _mm512_store_ps(kb + x * kW + j * kW, _mm512_loadu_ps(src + x));
+        } else {
+          for (int x = 0; x < d; x += kW) _mm512_store_ps(kb + x * kW + j * kW, _mm512_setzero_ps());
+        }
+      }
+    }
+    for (int c = 0; c < nc; ++c) bias[c] = t.key_bias ? t.key_bias[c0 + c] * kLog2e : 0.0f;
+
+    for (int sl = 0; sl < slabs; ++sl) {
+      const int lane0 = sl * kW;
+      const __m512i lim = _mm512_loadu_si512(limit + lane0);
+      int vis_end = 0;   // keys of this tile some row of the slab sees
+      int vis_norm = 0;  // ... some row that runs the slab's softmax (not a compact window's)
+      for (int r = 0; r < kW; ++r) {
+        const int e = std::clamp(limit[lane0 + r] - static_cast<int>(c0), 0, nc);
+        vis_end = std::max(vis_end, e);
+        if ((slab_plain[sl] >> r) & 1) vis_norm = std::max(vis_norm, e);
+      }
+      if (last_tile) prefetch_out_rows(t, lane0, std::min(kW, nr - lane0));
+      if (vis_end == 0) continue;  // the whole slab is masked for this key tile
+      const int vis_chunks = (vis_end + kW - 1) / kW;
+      const int norm_chunks = (vis_norm + kW - 1) / kW;
+      const float* qs = qt + static_cast<std::size_t>(sl) * d * kW;
+      const bool half = nr - lane0 <= kW / 2;  // rows 8..15 of the slab are padding
+      for (int ch = 0; ch < vis_chunks; ++ch) {
+        if (half) scores_t8(qs, d, kbuf + static_cast<std::size_t>(ch) * kW * d, st + static_cast<std::size_t>(ch) * kW * kW);
+        else scores_t(qs, d, kbuf + static_cast<std::size_t>(ch) * kW * d, st + static_cast<std::size_t>(ch) * kW * kW);
+      }
+      if (compact && slab_plain[sl] != static_cast<__mmask16>(0xffff)) {
+        // Windowed rows: their list's scores with bias (times log2 e; -inf for the keys before
+        // window_from inside the window), as dense_impl's pack_keys and softmax form them.
+        for (int r = 0; r < kW && lane0 + r < nr; ++r) {
+          const int slot = win_slot[lane0 + r];
+          if (slot < 0) continue;
+          const std::int32_t lo_w = t.row_window[2 * (lane0 + r)], hi_w = t.row_window[2 * (lane0 + r) + 1];
+          float* xs = wx + static_cast<std::size_t>(slot) * kWinKeys;
+          std::int32_t* ps = wpos + static_cast<std::size_t>(slot) * kWinKeys;
+          int& n = win_count[slot];
+          for (int c = 0; c < nc; ++c) {
+            const std::int64_t j = c0 + c;
+            const std::int32_t pos = static_cast<std::int32_t>(key_row(j));
+            const bool inside = pos >= lo_w && pos < hi_w;
+            float b;
+            if (j < t.window_from) b = inside ? kNegInf : bias[c];
+            else if (inside) b = bias[c];
+            else continue;
+            xs[n] = std::fma(st[c * kW + r], 1.0f, b);
+            ps[n++] = pos;
+          }
+        }
+      }
+      if (vis_norm == 0) continue;  // no row of the slab that runs its softmax sees a key here
+
+      // The visible rows of each key (lanes), the scores with their bias, and each row's maximum.
+      __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+      if (t.row_window) {
+        alignas(64) std::int32_t wl[kW], wh[kW];
+        for (int r = 0; r < kW; ++r) {
+          const int row = lane0 + r;
+          wl[r] = row < nr ? t.row_window[2 * row] : 0;
+          wh[r] = row < nr ? t.row_window[2 * row + 1] : 0;
+        }
+        lo = _mm512_load_si512(wl);
+        hi = _mm512_load_si512(wh);
+      }
+      __m512 vmax = _mm512_set1_ps(kNegInf);
+      __mmask16 nan_lanes = 0;
+      for (int c = 0; c < norm_chunks * kW; ++c) {
+        if (c >= vis_norm) {
+          masks[c] = 0;
+          continue;
+        }
+        const std::int64_t j = c0 + c;
+        __mmask16 k = _mm512_cmpgt_epi32_mask(lim, _mm512_set1_epi32(static_cast<int>(j))) & slab_plain[sl];
+        if (t.row_window && !compact) {
+          const __m512i pos = _mm512_set1_epi32(static_cast<int>(key_row(j)));
+          const __mmask16 inside = _mm512_cmple_epi32_mask(lo, pos) & _mm512_cmpgt_epi32_mask(hi, pos);
+          k &= j < t.window_from ? static_cast<__mmask16>(~inside) : inside;
+        }
+        masks[c] = k;
+        const __m512 x = _mm512_fmadd_ps(_mm512_load_ps(st + c * kW), _mm512_set1_ps(1.0f), _mm512_set1_ps(bias[c]));
+        _mm512_store_ps(st + c * kW, x);
+        vmax = _mm512_mask_max_ps(vmax, k, vmax, x);
+        nan_lanes |= _mm512_mask_cmp_ps_mask(k, x, x, _CMP_UNORD_Q);
+      }
+      // Per row (as dense_impl): the new maximum and the correction of the old sum.
+      alignas(64) float tmax[kW], mnew[kW];
+      _mm512_store_ps(tmax, vmax);
+      __mmask16 active = 0;
+      for (int r = 0; r < kW; ++r) {
+        const int row = lane0 + r;
+        const float tile_max = (nan_lanes >> r) & 1 ? std::numeric_limits<float>::quiet_NaN() : tmax[r];
+        if (tile_max == kNegInf) {  // nothing visible (or every bias -inf): weights 0, O unchanged
+          corr[row] = 1.0f;
+          mnew[r] = 0.0f;
+          continue;
+        }
+        active |= static_cast<__mmask16>(1u << r);
+        const float m_new = tile_max != tile_max ? tile_max : std::max(m[row], tile_max);
+        const float dm = m[row] - m_new;
+        corr[row] = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
+        mnew[r] = m_new;
+      }
+      // Weights, and their sums as dense_impl forms them: 16 partial sums by key index mod 16.
+      const __m512 vm = _mm512_load_ps(mnew);
+      __m512 part[kW];
+      for (int k = 0; k < kW; ++k) part[k] = _mm512_setzero_ps();
+      for (int c16 = 0; c16 < norm_chunks * kW; c16 += kW)
+        for (int k = 0; k < kW; ++k) {
+          const int c = c16 + k;
+          const __m512 p = _mm512_maskz_mov_ps(static_cast<__mmask16>(masks[c] & active),
+                                               exp2_ps(_mm512_sub_ps(_mm512_load_ps(st + c * kW), vm)));
+          _mm512_store_ps(st + c * kW, p);
+          part[k] = _mm512_add_ps(part[k], p);
+        }
+      const __m512 sum = reduce_add_t(part);
+      const __m512 lv = _mm512_loadu_ps(l + lane0);
+      _mm512_storeu_ps(l + lane0, _mm512_mask_fmadd_ps(lv, active, _mm512_loadu_ps(corr + lane0), sum));
+      _mm512_storeu_ps(m + lane0, _mm512_mask_mov_ps(_mm512_loadu_ps(m + lane0), active, vm));
+
+      // O = corr * O + P V, for the slab's real rows in groups of 6 (and the rest), each over the keys
+      // its rows see (a row's weights past its limit are 0: leaving them out changes no bit).
+      float* os = obuf + static_cast<std::size_t>(lane0) * L.dv_pad;
+      const int real = std::min(kW, nr - lane0);
+      const auto group_keys = [&](int r, int n) {
+        int e = 0;
+        for (int i = r; i < std::min(r + n, real); ++i)
+          if ((slab_plain[sl] >> i) & 1) e = std::max(e, std::clamp(limit[lane0 + i] - static_cast<int>(c0), 0, nc));
+        return e;
+      };
+      int r = 0;
+      for (; r + 6 <= real; r += 6)
+        if (const int keys = group_keys(r, 6); keys > 0) pv_rows<6>(t, c0, keys, st, r, corr + lane0, os + r * L.dv_pad, L.dv_pad);
+      if (r < real)
+        if (const int keys = group_keys(r, real - r); keys > 0) {
+          float* og = os + r * L.dv_pad;
+          switch (real - r) {
+            case 1: pv_rows<1>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+            case 2: pv_rows<2>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+            case 3: pv_rows<3>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+            case 4: pv_rows<4>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+            default: pv_rows<5>(t, c0, keys, st, r, corr + lane0, og, L.dv_pad); break;
+          }
+        }
+      if (last_tile && t.next != nullptr) prefetch_tile_start(*t.next, kRowTile, kKeyTile, sl, slabs);
+    }
+  }
+  for (int w = 0; w < windowed; ++w) {
+    const int r = win_row[w];
+    window_row(t, wx + static_cast<std::size_t>(w) * kWinKeys, wpos + static_cast<std::size_t>(w) * kWinKeys, win_count[w],
+               st, obuf + static_cast<std::size_t>(r) * L.dv_pad, &m[r], &l[r]);
+  }
+  store_rows(t, L, 0, nr, obuf, m, l);
+}
+
 void dense(const DenseAttentionTile& t) {
-  if (t.dtype == DType::bf16) dense_impl<true>(t);
+  if (t.row_window != nullptr && compact_windows(t)) dense_small(t, true);
+  else if (small_tile(t)) dense_small(t, false);
+  else if (t.dtype == DType::bf16) dense_impl<true>(t);
   else dense_impl<false>(t);
 }
 
 }  // namespace
 
 extern const AttentionKernel kKernel;  // declared in cpu/kernel_table.cpp
-const AttentionKernel kKernel{"avx512", &dense, &scratch_floats};
+const AttentionKernel kKernel{"avx512", &dense, &scratch_floats, &compact_windows};
 
 }  // namespace hyperattn::cpu::avx512
 

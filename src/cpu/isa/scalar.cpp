@@ -58,8 +58,15 @@ void dense(const DenseAttentionTile& t) {
       std::fill(acc + r * dv, acc + (r + 1) * dv, 0.0f);
     }
     // Keys past the last row's diagonal are masked for every row of the tile.
-    const std::int64_t key_end =
-        std::clamp<std::int64_t>(r0 + nr - 1 + t.causal_diagonal + 1, 0, t.keys);
+    // With row windows, also past every row's window limit (window_key_limit).
+    std::int64_t key_end = std::clamp<std::int64_t>(r0 + nr - 1 + t.causal_diagonal + 1, 0, t.keys);
+    if (t.row_window != nullptr) {
+      std::int64_t end = 0;
+      for (std::int64_t r = 0; r < nr; ++r)
+        end = std::max(end, std::min(std::clamp<std::int64_t>(r0 + r + t.causal_diagonal + 1, 0, t.keys),
+                                     window_key_limit(t, r0 + r)));
+      key_end = end;
+    }
     for (std::int64_t c0 = 0; c0 < key_end; c0 += kKeyTile) {
       const std::int64_t nc = std::min(kKeyTile, key_end - c0);
       for (std::int64_t c = 0; c < nc; ++c) {
@@ -71,10 +78,16 @@ void dense(const DenseAttentionTile& t) {
       for (std::int64_t r = 0; r < nr; ++r) {
         float* sr = s + r * kKeyTile;
         const float* qr = qbuf + r * d;
-        const std::int64_t visible = std::clamp<std::int64_t>(r0 + r + t.causal_diagonal + 1 - c0, 0, nc);
+        const std::int64_t visible = std::clamp<std::int64_t>(
+            std::min(r0 + r + t.causal_diagonal + 1, window_key_limit(t, r0 + r)) - c0, 0, nc);
+        const bool windowed = has_window(t, r0 + r);
         float tile_max = kNegInf;
         bool nan = false;  // std::max drops NaN: track it so a NaN input row gives NaN, not "no key"
         for (std::int64_t c = 0; c < visible; ++c) {
+          if (windowed && !window_visible(t, r0 + r, c0 + c, t.k_index ? t.k_index[c0 + c] : c0 + c)) {
+            sr[c] = kNegInf;  // masked by the row's window: weight 0
+            continue;
+          }
           const float* kc = kbuf + c * d;
           float dot = 0.0f;
           for (int x = 0; x < d; ++x) dot += qr[x] * kc[x];
