@@ -17,7 +17,8 @@ namespace hyperattn::cli {
 inline void add_preset_option(CLI::App* app, AttentionConfig* config) {
   auto preset = std::make_shared<std::string>();
   app->add_option("--preset", *preset, "paper (the published algorithm), stratified (same keys per query: 1/8 block, 7/8 stratified samples) or "
-                  "stratified-window (the same plus a causal local window of 1/4 of the keys, its cost taken from the samples)")
+                  "stratified-window (1/4 block, stratified samples and a causal local window of 1/4 of the keys, its cost "
+                  "taken from the samples)")
       ->check(CLI::IsMember({"paper", "stratified", "stratified-window"}));
   app->parse_complete_callback([preset, config] {
     if (!preset->empty()) (void)apply_preset(*preset, config);  // the name was checked above

@@ -62,8 +62,9 @@ struct AttentionConfig {
 //                       buckets; block and sample sizes as set.
 //   "stratified"        1/8 of the keys as the block, 7/8 as stratified samples along the sorted
 //                       order: 0.59x the KL of "paper" on the bundled model.
-//   "stratified-window" the same plus a local window of 1/4 of the keys (causal), its mean extra
-//                       keys per row taken from the samples (needs min_seq_len set first).
+//   "stratified-window" 1/4 of the keys as the block, stratified samples, and a local window of 1/4
+//                       of the keys (causal), its mean extra keys per row taken from the samples
+//                       (needs min_seq_len set first).
 Status apply_preset(std::string_view name, AttentionConfig* config);
 
 }  // namespace hyperattn

@@ -166,16 +166,16 @@ TEST(Presets, PresetsKeepTheKeysPerQuery) {
   c.min_seq_len = 1024;
   ASSERT_TRUE(apply_preset("stratified-window", &c).ok());
   EXPECT_EQ(c.sampling, Sampling::stratified);
-  EXPECT_EQ(c.block_size, 16);
+  EXPECT_EQ(c.block_size, 32);  // a quarter of the keys
   EXPECT_EQ(c.local_window, 32);
-  EXPECT_EQ(c.sample_size, 111);
+  EXPECT_EQ(c.sample_size, 95);
   c.block_size = 256;  // 512 keys, leaves of 4096: window 128, 128 * 129 / 2 / 4096 = 2.02 -> 3
   c.sample_size = 256;
   c.min_seq_len = 4096;
   ASSERT_TRUE(apply_preset("stratified-window", &c).ok());
-  EXPECT_EQ(c.block_size, 64);
+  EXPECT_EQ(c.block_size, 128);
   EXPECT_EQ(c.local_window, 128);
-  EXPECT_EQ(c.sample_size, 445);
+  EXPECT_EQ(c.sample_size, 381);
   ASSERT_TRUE(apply_preset("paper", &c).ok());
   EXPECT_EQ(c.local_window, 0);
   const Status s = apply_preset("best", &c);

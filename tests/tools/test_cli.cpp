@@ -166,7 +166,7 @@ TEST_F(Cli, EvalLayerBudgetsLocalWindowAndPerPosition) {
   const std::string common = "eval --model " + model + " --text " + text +
                              " --seq-len 512 --windows 1 --patch all --min-seq-len 64 --block-size 8 --sample-size 24 "
                              "--threads 2 --quiet";
-  // stratified-window: block 4, window 8, samples 28 - ceil(8 * 9 / 2 / 64) = 27.
+  // stratified-window: block 8, window 8, samples 24 - ceil(8 * 9 / 2 / 64) = 23.
   ASSERT_EQ(run(common + " --preset stratified-window --layer-keys auto --json " + p("e.json") + " --per-position " + p("pos.tsv")), 0)
       << err();
   std::ifstream f(p("e.json"));
@@ -175,12 +175,12 @@ TEST_F(Cli, EvalLayerBudgetsLocalWindowAndPerPosition) {
   for (const auto& k : j["layer_sensitivity_kl"]) EXPECT_GT(k.get<double>(), 0.0);  // every layer is approximated
   const auto& r = j["results"][0];
   EXPECT_EQ(r["local_window"].get<std::int64_t>(), 8);
-  EXPECT_EQ(r["block_size"].get<std::int64_t>(), 4);
-  EXPECT_EQ(r["sample_size"].get<std::int64_t>(), 27);
+  EXPECT_EQ(r["block_size"].get<std::int64_t>(), 8);
+  EXPECT_EQ(r["sample_size"].get<std::int64_t>(), 23);
   ASSERT_EQ(r["layer_keys"].size(), 6u);
   std::int64_t total = 0;
   for (const auto& k : r["layer_keys"]) total += k.get<std::int64_t>();
-  // 31 keys per query (block 4 + samples 27) on average over the 6 layers.
+  // 31 keys per query (block 8 + samples 23) on average over the 6 layers.
   EXPECT_LE(total, 6 * 31);
   EXPECT_GT(total, 6 * 31 - 6);
   std::ifstream pos(p("pos.tsv"));
