@@ -1,10 +1,6 @@
 // src/model/bf16_gemm.cpp: packing, dispatch and the fallback of gemm_bf16 (bf16_gemm.hpp).
 #include "model/bf16_gemm.hpp"
 
-#include <cblas.h>
-
-#include <algorithm>
-
 #include "model/bf16_gemm_kernel.hpp"
 #include "model/parallel.hpp"
 
@@ -25,10 +21,9 @@ Bf16Matrix pack_bf16_matrix(const float* w, std::int64_t n, std::int64_t k, Bf16
   Bf16Matrix m;
   m.n = n;
   m.k = k;
-  m.path = path == Bf16GemmPath::automatic
-               ? (bf16_gemm_kernel_available() ? Bf16GemmPath::kernel : Bf16GemmPath::fallback)
-               : path;
-  if (!bf16_gemm_kernel_available()) m.path = Bf16GemmPath::fallback;  // never pack for a kernel we cannot run
+  // automatic and kernel pack for the kernel where it runs; never for a kernel we cannot run
+  m.path = path != Bf16GemmPath::fallback && bf16_gemm_kernel_available() ? Bf16GemmPath::kernel
+                                                                          : Bf16GemmPath::fallback;
   if (m.path == Bf16GemmPath::fallback) {
     m.rounded.resize(static_cast<std::size_t>(n * k));  // [n, k]
     for (std::int64_t i = 0; i < n * k; ++i) m.rounded[static_cast<std::size_t>(i)] = round_to_bf16(w[i]);
@@ -61,10 +56,7 @@ void gemm_bf16(const float* a, std::int64_t rows, std::int64_t lda, const Bf16Ma
     for (std::int64_t r = begin; r < end; ++r)
       for (std::int64_t i = 0; i < w.k; ++i) a_rounded[static_cast<std::size_t>(r * w.k + i)] = round_to_bf16(a[r * lda + i]);
   });
-  set_blas_threads(threads);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(w.n),
-              static_cast<int>(w.k), 1.0f, a_rounded.data(), static_cast<int>(w.k), w.rounded.data(),
-              static_cast<int>(w.k), accumulate ? 1.0f : 0.0f, c, static_cast<int>(ldc));
+  sgemm_rows(a_rounded.data(), rows, w.k, w.rounded.data(), w.n, w.k, c, ldc, accumulate, threads);
 }
 
 }  // namespace hyperattn::model

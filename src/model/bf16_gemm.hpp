@@ -13,7 +13,7 @@
 //    ([ceil(k/2)][64][2] bf16 each), activations converted to bf16 a block of rows at a time, 6 x 64
 //    register tiles; rows split over threads. Twice the fp32 FMA rate of the same instructions.
 //  - fallback, where the CPU lacks AVX512-BF16: the activations rounded to bf16 values in fp32 and
-//    an OpenBLAS sgemm against the weights rounded the same way.
+//    sgemm_rows (parallel.hpp) against the weights rounded the same way.
 #pragma once
 
 #include <bit>
@@ -58,7 +58,7 @@ Bf16Matrix pack_bf16_matrix(const float* w, std::int64_t n, std::int64_t k,
                             Bf16GemmPath path = Bf16GemmPath::automatic);
 
 // c [rows, w.n] (row stride ldc) = (accumulate ? c : 0) + bf16(a) [rows, w.k] (row stride lda) . bf16(W)^T,
-// on `threads` threads (the kernel splits rows; the fallback sets OpenBLAS's thread count).
+// rows split over `threads` threads (both paths).
 void gemm_bf16(const float* a, std::int64_t rows, std::int64_t lda, const Bf16Matrix& w, float* c, std::int64_t ldc,
                bool accumulate, int threads);
 

@@ -1,8 +1,6 @@
 // src/model/llama_model.cpp: the prefill (see llama_model.hpp).
 #include "model/llama_model.hpp"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,8 +22,6 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 // intermediate 1024) while the GEMMs stay large. Standalone (2 threads, 32768 rows, medians of 5, two
 // runs) the MLP GEMMs ran at 86.5 / 89.6 GFLOP per CPU-second in 1024-row chunks, 93 / 91.8 in 4096.
 constexpr std::int64_t kMlpRowChunk = 4096;
-
-int as_int(std::int64_t v) { return static_cast<int>(v); }
 
 }  // namespace
 
@@ -151,14 +147,7 @@ void LlamaModel::matmul_rows(const float* a, std::int64_t rows, std::int64_t lda
     gemm_bf16(a, rows, lda, w_bf16, c, ldc, accumulate, threads);
     return;
   }
-  // Rows split over our threads, one single-threaded sgemm each: for these shapes OpenBLAS's own
-  // threading scales 1.5-1.75x on 2 cores, row slices ~1.9x (docs/model.md). Every row's sums are
-  // those of a single-threaded call, whatever the thread count.
-  set_blas_threads(1);
-  parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(end - begin), as_int(n), as_int(k), 1.0f,
-                a + begin * lda, as_int(lda), w_f32, as_int(k), accumulate ? 1.0f : 0.0f, c + begin * ldc, as_int(ldc));
-  });
+  sgemm_rows(a, rows, lda, w_f32, n, k, c, ldc, accumulate, threads);
 }
 
 void LlamaModel::logits(const float* hidden, std::int64_t rows, float* out, int threads) const {
@@ -201,7 +190,6 @@ Status LlamaModel::prefill(const std::int32_t* tokens, std::int64_t n, const Pre
                                    std::to_string(options.capture_layer));
   }
   const int threads = std::max(1, options.threads);
-  set_blas_threads(threads);
   PrefillTimings t;
 
   const std::int64_t hidden = c.hidden_size, inter = c.intermediate_size, d = c.head_dim;

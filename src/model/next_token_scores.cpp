@@ -52,7 +52,6 @@ Status score_next_tokens(const LlamaModel& model, const float* hidden, const flo
     }
   }
   threads = std::max(1, threads);
-  set_blas_threads(threads);
   const std::int64_t scored = n - 1;  // the last position predicts nothing we can check
   NextTokenScores s;
   s.nll.resize(static_cast<std::size_t>(scored));

@@ -11,6 +11,16 @@ namespace hyperattn::model {
 
 void set_blas_threads(int threads) { openblas_set_num_threads(std::max(1, threads)); }
 
+void sgemm_rows(const float* a, std::int64_t rows, std::int64_t lda, const float* w, std::int64_t n, std::int64_t k,
+                float* c, std::int64_t ldc, bool accumulate, int threads) {
+  set_blas_threads(1);
+  parallel_rows(threads, rows, [&](std::int64_t begin, std::int64_t end) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(end - begin), static_cast<int>(n),
+                static_cast<int>(k), 1.0f, a + begin * lda, static_cast<int>(lda), w, static_cast<int>(k),
+                accumulate ? 1.0f : 0.0f, c + begin * ldc, static_cast<int>(ldc));
+  });
+}
+
 int resolve_threads(int requested) {
   if (requested > 0) return requested;
   const unsigned hw = std::thread::hardware_concurrency();
