@@ -9,9 +9,6 @@
 // field after clamping x >= -127, where n = -127 gives the bit pattern of +0, so masked (-inf)
 // scores give weight exactly 0; results in (2^-127, 2^-126.5) are flushed to 0 (absolute error
 // < 1e-38, invisible next to the row maximum's weight 1).
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-
 #include <immintrin.h>
 
 #include <algorithm>
@@ -22,6 +19,12 @@
 
 #include "cpu/attention_kernel.hpp"
 #include "cpu/prefetch.hpp"
+
+// Only this file's own definitions below get the target ISA: the headers above are compiled
+// for the baseline, so no inline function or template instantiated from them (which the linker
+// may share with other files) carries instructions an older CPU lacks (tests/cpu/isa_isolation).
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
 
 namespace hyperattn::cpu::avx2 {
 namespace {

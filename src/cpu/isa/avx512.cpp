@@ -20,14 +20,6 @@
 // P is rounded to bf16 for the P V product (relative error <= 2^-9 per weight) while the row sum
 // l adds the unrounded weights, so lse keeps fp32 accuracy (HyperAttention merges partial
 // results through it) and the output moves by at most 2^-9 * max_j |v_j| per element.
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
-// g++ 12's AVX-512 intrinsics pass _mm512_undefined_*() through masked builtins and trip
-// -Wmaybe-uninitialized at every use (GCC PR105593, fixed in GCC 13).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-
 #include <immintrin.h>
 
 #include <algorithm>
@@ -38,6 +30,17 @@
 
 #include "cpu/attention_kernel.hpp"
 #include "cpu/prefetch.hpp"
+
+// Only this file's own definitions below get the target ISA: the headers above are compiled
+// for the baseline, so no inline function or template instantiated from them (which the linker
+// may share with other files) carries instructions an older CPU lacks (tests/cpu/isa_isolation).
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
+// g++ 12's AVX-512 intrinsics pass _mm512_undefined_*() through masked builtins and trip
+// -Wmaybe-uninitialized at every use (GCC PR105593, fixed in GCC 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace hyperattn::cpu::avx512 {
 namespace {
