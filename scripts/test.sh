@@ -10,3 +10,8 @@ if [ "${HYPERATTN_TEST_CUDA:-auto}" != "off" ] && { command -v nvcc >/dev/null |
 fi
 bash scripts/build.sh "${extra[@]}"
 ctest --test-dir build --output-on-failure -j "$(nproc)"
+# The Python package and its pytest suite (after ctest; outside the C++ build). The venv lives outside
+# the repository so that reruns on the same machine reuse it; HYPERATTN_TEST_PYTHON=off skips it.
+if [ "${HYPERATTN_TEST_PYTHON:-on}" != "off" ]; then
+  bash scripts/test_python.sh
+fi
