@@ -88,7 +88,8 @@ class FileDescriptor {
 };
 
 Status open_regular_file(const std::string& path, int* fd_out, std::uint64_t* size_out) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return Status::IoError(path + ": cannot open for reading: " + errno_text());
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -98,12 +99,14 @@ Status open_regular_file(const std::string& path, int* fd_out, std::uint64_t* si
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    return Status::IoError(path + ": not a regular file");
+    const char* what = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device" : S_ISSOCK(st.st_mode) ? "a socket" : "not a plain file";
+    return Status::IoError(path + ": not a regular file (it is " + std::string(what) + "); expected a regular file");
   }
   *fd_out = fd;
   *size_out = static_cast<std::uint64_t>(st.st_size);
   return Status::Ok();
 }
+
 
 // Reads exactly `size` bytes at `offset`; a short read is an error.
 Status read_exact(const std::string& path, int fd, std::uint64_t offset, void* dst, std::size_t size) {
@@ -403,6 +406,32 @@ bool json_nonnegative_int(const nlohmann::json& j, std::int64_t* out) {
 }
 
 }  // namespace
+
+Status read_regular_file(const std::string& path, std::string* out, std::uint64_t max_bytes) {
+  int raw_fd = -1;
+  std::uint64_t size = 0;
+  HYPERATTN_RETURN_IF_ERROR(open_regular_file(path, &raw_fd, &size));
+  const FileDescriptor fd(raw_fd);
+  if (size > max_bytes) {
+    return Status::IoError(path + ": " + std::to_string(size) + " bytes; expected at most " + std::to_string(max_bytes));
+  }
+  std::string text(static_cast<std::size_t>(size), '\0');
+  HYPERATTN_RETURN_IF_ERROR(read_exact(path, fd.get(), 0, text.data(), text.size()));
+  *out = std::move(text);
+  return Status::Ok();
+}
+
+Status check_regular_file(const std::string& path, std::uint64_t max_bytes) {
+  int raw_fd = -1;
+  std::uint64_t size = 0;
+  HYPERATTN_RETURN_IF_ERROR(open_regular_file(path, &raw_fd, &size));
+  ::close(raw_fd);
+  if (size > max_bytes) {
+    return Status::IoError(path + ": " + std::to_string(size) + " bytes; expected at most " + std::to_string(max_bytes));
+  }
+  return Status::Ok();
+}
+
 
 // ---------------------------------------------------------------------------------------------
 // Element types and conversions.

@@ -83,6 +83,13 @@ Status write_safetensors(const std::string& path, const std::map<std::string, Ar
 Status write_safetensors(const std::string& path, const std::map<std::string, Array>& tensors,
                          const std::map<std::string, std::string>& metadata);
 
+// Reads the whole of `path` into `out`, refusing (without blocking) what is not a regular file
+// (a directory, a FIFO, /dev/zero) and files over `max_bytes`: IoError naming the path.
+Status read_regular_file(const std::string& path, std::string* out, std::uint64_t max_bytes);
+// The same check without reading (for files another library opens): a regular file of at most
+// `max_bytes`.
+Status check_regular_file(const std::string& path, std::uint64_t max_bytes);
+
 // bf16/f16 <-> f32 conversions (round to nearest even), shared by the readers and the tools.
 float bf16_to_f32(std::uint16_t bits);
 std::uint16_t f32_to_bf16(float value);

@@ -1,7 +1,7 @@
 // src/model/llama_config.cpp: config.json parsing and the architecture checks.
 #include "model/llama_config.hpp"
 
-#include <fstream>
+#include "io/array_io.hpp"
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -17,12 +17,19 @@ Status field_error(const std::string& path, const std::string& field, const std:
 
 std::string dump(const json& value) { return value.dump(); }
 
-// A required positive integer field.
+// The largest size any field may claim (the checkpoint's tensors are checked against the config
+// before anything is allocated, and these caps keep every product of two sizes inside int64).
+constexpr std::int64_t kMaxSize = std::int64_t{1} << 31;
+
+// A required positive integer field, at most kMaxSize.
 Status read_positive_int(const json& root, const std::string& path, const std::string& field, std::int64_t* out) {
   auto it = root.find(field);
   if (it == root.end()) return field_error(path, field, "a positive integer", "nothing (missing)");
   if (!it->is_number_integer() || it->get<std::int64_t>() <= 0) {
     return field_error(path, field, "a positive integer", dump(*it));
+  }
+  if (it->get<std::int64_t>() >= kMaxSize) {
+    return field_error(path, field, "a positive integer at most " + std::to_string(kMaxSize - 1), dump(*it));
   }
   *out = it->get<std::int64_t>();
   return Status::Ok();
@@ -130,12 +137,12 @@ Status parse_llama_config(const std::string& json_text, const std::string& path,
 
 Status load_llama_config(const std::string& dir, LlamaConfig* out) {
   const std::string path = dir + "/config.json";
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return Status::IoError(path + ": cannot open (is --model a Hugging Face model folder?)");
-  std::ostringstream text;
-  text << file.rdbuf();
-  if (!file.good() && !file.eof()) return Status::IoError(path + ": read failed");
-  return parse_llama_config(text.str(), path, out);
+  std::string text;
+  // A config.json is a few KiB; 16 MiB leaves room and refuses /dev/zero and the like.
+  if (Status s = io::read_regular_file(path, &text, std::uint64_t{16} << 20); !s.ok()) {
+    return Status::IoError(s.message() + " (is --model a Hugging Face model folder?)");
+  }
+  return parse_llama_config(text, path, out);
 }
 
 }  // namespace hyperattn::model

@@ -33,12 +33,8 @@ struct Checkpoint {
 };
 
 Status read_text(const std::string& path, std::string* out) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return Status::IoError(path + ": cannot open");
-  std::ostringstream text;
-  text << file.rdbuf();
-  *out = text.str();
-  return Status::Ok();
+  // An index is a few hundred KiB at most; 64 MiB refuses /dev/zero and the like.
+  return io::read_regular_file(path, out, std::uint64_t{64} << 20);
 }
 
 Status open_shard(const std::string& path, Checkpoint* ckpt) {
@@ -139,6 +135,27 @@ Status load_tensor(const Checkpoint& ckpt, const std::string& dir, const std::st
   return Status::Ok();
 }
 
+// Checks tensor `name` from the safetensors header alone (present, shape `expected`, a float dtype):
+// nothing is allocated, so a config.json that lies about the sizes costs only this message.
+Status check_tensor(const Checkpoint& ckpt, const std::string& dir, const std::string& name,
+                    const std::vector<std::int64_t>& expected) {
+  auto where = ckpt.tensor_file.find(name);
+  if (where == ckpt.tensor_file.end()) {
+    return Status::IoError(dir + ": tensor \"" + name + "\" missing (expected shape " + shape_string(expected) +
+                           " from config.json)");
+  }
+  const io::SafetensorsTensor* t = ckpt.shards.at(where->second)->find(name);
+  if (t->shape != expected) {
+    return Status::IoError(where->second + ": tensor \"" + name + "\": expected shape " + shape_string(expected) +
+                           " (from config.json), found " + shape_string(t->shape));
+  }
+  if (t->type != io::ElemType::f32 && t->type != io::ElemType::bf16 && t->type != io::ElemType::f16) {
+    return Status::IoError(where->second + ": tensor \"" + name + "\": expected dtype F32, BF16 or F16, found " +
+                           io::to_string(t->type));
+  }
+  return Status::Ok();
+}
+
 std::size_t numel(const std::vector<std::int64_t>& shape) {
   std::size_t n = 1;
   for (auto s : shape) n *= static_cast<std::size_t>(s);
@@ -150,6 +167,27 @@ std::size_t numel(const std::vector<std::int64_t>& shape) {
 Status load_llama_weights(const std::string& dir, const LlamaConfig& c, LlamaWeights* out) {
   Checkpoint ckpt;
   HYPERATTN_RETURN_IF_ERROR(open_checkpoint(dir, &ckpt));
+  const std::int64_t h = c.hidden_size, qw = c.q_width(), kvw = c.kv_width(), inter = c.intermediate_size;
+  // Every tensor checked from the headers first: shapes, dtypes, and the layer count (the loop stops
+  // at the first missing layer, so num_hidden_layers = 2^31 costs one lookup).
+  HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, "model.embed_tokens.weight", {c.vocab_size, h}));
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, p + "input_layernorm.weight", {h}));
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, p + "self_attn.q_proj.weight", {qw, h}));
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, p + "self_attn.k_proj.weight", {kvw, h}));
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, p + "self_attn.v_proj.weight", {kvw, h}));
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, p + "self_attn.o_proj.weight", {h, qw}));
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, p + "post_attention_layernorm.weight", {h}));
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, p + "mlp.gate_proj.weight", {inter, h}));
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, p + "mlp.up_proj.weight", {inter, h}));
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, p + "mlp.down_proj.weight", {h, inter}));
+  }
+  HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, "model.norm.weight", {h}));
+  if (!c.tie_word_embeddings || ckpt.tensor_file.count("lm_head.weight")) {
+    HYPERATTN_RETURN_IF_ERROR(check_tensor(ckpt, dir, "lm_head.weight", {c.vocab_size, h}));
+  }
+
   std::set<std::string> used;
   LlamaWeights w;
   auto load = [&](const std::string& name, std::vector<std::int64_t> shape, std::vector<float>* dst,
@@ -157,7 +195,6 @@ Status load_llama_weights(const std::string& dir, const LlamaConfig& c, LlamaWei
     if (dst->size() < offset + numel(shape)) dst->resize(offset + numel(shape));
     return load_tensor(ckpt, dir, name, shape, dst->data() + offset, &used);
   };
-  const std::int64_t h = c.hidden_size, qw = c.q_width(), kvw = c.kv_width(), inter = c.intermediate_size;
 
   HYPERATTN_RETURN_IF_ERROR(load("model.embed_tokens.weight", {c.vocab_size, h}, &w.embed_tokens, 0));
   w.layers.resize(static_cast<std::size_t>(c.num_layers));

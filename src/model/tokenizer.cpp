@@ -3,7 +3,7 @@
 
 #include <sentencepiece_processor.h>
 
-#include <fstream>
+#include "io/array_io.hpp"
 #include <sstream>
 
 namespace hyperattn::model {
@@ -15,8 +15,11 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 Status Tokenizer::load(const std::string& dir, Tokenizer* out) {
   const std::string path = dir + "/tokenizer.model";
+  // Read here (a regular file of at most 256 MiB), so that a FIFO or /dev/zero is refused, not read.
+  std::string bytes;
+  HYPERATTN_RETURN_IF_ERROR(io::read_regular_file(path, &bytes, std::uint64_t{256} << 20));
   auto processor = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = processor->Load(path);
+  const auto status = processor->LoadFromSerializedProto(bytes);
   if (!status.ok()) return Status::IoError(path + ": cannot load the sentencepiece model: " + status.ToString());
   out->processor_ = std::move(processor);
   return Status::Ok();
@@ -39,13 +42,8 @@ std::string Tokenizer::piece(std::int32_t id) const {
 }
 
 Status read_text_file(const std::string& path, std::string* out) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return Status::IoError(path + ": cannot open");
-  std::ostringstream text;
-  text << file.rdbuf();
-  if (file.bad()) return Status::IoError(path + ": read failed");
-  *out = text.str();
-  return Status::Ok();
+  // A regular file of at most 4 GiB: /dev/zero, a FIFO or a folder is refused without reading.
+  return io::read_regular_file(path, out, std::uint64_t{4} << 30);
 }
 
 }  // namespace hyperattn::model

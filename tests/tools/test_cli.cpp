@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
 
@@ -232,6 +234,44 @@ TEST_F(Cli, EvalMatmulBf16RunsBothPassesInBf16AndRefusesOtherValues) {
   EXPECT_NEAR(std::log(b), std::log(a), 0.01 * std::log(a));
   EXPECT_EQ(run(common + " --matmul fp16"), 2);
   EXPECT_NE(err().find("--matmul"), std::string::npos) << err();
+}
+
+// Files that are not regular files (a FIFO with no writer, /dev/zero, a folder) are refused at once
+// with exit code 2 and a message naming the path, never read without bound or waited on.
+TEST_F(Cli, NonRegularFilesAreRefused) {
+  const std::string model = std::string(HYPERATTN_SOURCE_DIR) + "/models/llama-11m-32k";
+  const std::string fifo = p("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  random_npy("k.npy", {16, 8}, 2);
+  random_npy("v.npy", {16, 8}, 3);
+  // A regression would block or read forever: `timeout` turns that into exit 124.
+  auto refused = [&](const std::string& args, const std::string& path) {
+    const std::string cmd = "timeout 60 " + std::string(HYPERATTN_CLI) + " " + args + " > " + p("stdout") + " 2> " + p("stderr");
+    const int rc = std::system(cmd.c_str());
+    ASSERT_TRUE(WIFEXITED(rc)) << args;
+    EXPECT_EQ(WEXITSTATUS(rc), 2) << args << "\n" << err();
+    EXPECT_NE(err().find(path), std::string::npos) << args << "\n" << err();
+    EXPECT_NE(err().find("not a regular file"), std::string::npos) << args << "\n" << err();
+  };
+  const std::string eval = "eval --model " + model + " --seq-len 64 --windows 1 --quiet --text ";
+  refused(eval + "/dev/zero", "/dev/zero");
+  refused(eval + fifo, fifo);
+  refused(eval + dir.string(), dir.string());
+  refused("run --q " + fifo + " --k " + p("k.npy") + " --v " + p("v.npy") + " --out " + p("o.npy"), fifo);
+  refused("run --q /dev/zero --k " + p("k.npy") + " --v " + p("v.npy") + " --out " + p("o.npy"), "/dev/zero");
+  // A model folder whose config.json, index or tokenizer is a FIFO.
+  for (const char* name : {"config.json", "model.safetensors.index.json", "tokenizer.model"}) {
+    const fs::path copy = dir / ("model_" + std::string(name));
+    fs::create_directories(copy);
+    for (const auto& e : fs::directory_iterator(model)) {
+      if (e.is_regular_file() && e.path().filename() != name) fs::create_symlink(e.path(), copy / e.path().filename());
+    }
+    const std::string bad = (copy / name).string();
+    ASSERT_EQ(::mkfifo(bad.c_str(), 0600), 0);
+    refused("eval --model " + copy.string() + " --text " + std::string(HYPERATTN_SOURCE_DIR) +
+                "/data/emma.txt --seq-len 64 --windows 1 --quiet",
+            bad);
+  }
 }
 
 }  // namespace
