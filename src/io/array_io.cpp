@@ -107,7 +107,6 @@ Status open_regular_file(const std::string& path, int* fd_out, std::uint64_t* si
   return Status::Ok();
 }
 
-
 // Reads exactly `size` bytes at `offset`; a short read is an error.
 Status read_exact(const std::string& path, int fd, std::uint64_t offset, void* dst, std::size_t size) {
   auto* p = static_cast<char*>(dst);
@@ -420,18 +419,6 @@ Status read_regular_file(const std::string& path, std::string* out, std::uint64_
   *out = std::move(text);
   return Status::Ok();
 }
-
-Status check_regular_file(const std::string& path, std::uint64_t max_bytes) {
-  int raw_fd = -1;
-  std::uint64_t size = 0;
-  HYPERATTN_RETURN_IF_ERROR(open_regular_file(path, &raw_fd, &size));
-  ::close(raw_fd);
-  if (size > max_bytes) {
-    return Status::IoError(path + ": " + std::to_string(size) + " bytes; expected at most " + std::to_string(max_bytes));
-  }
-  return Status::Ok();
-}
-
 
 // ---------------------------------------------------------------------------------------------
 // Element types and conversions.

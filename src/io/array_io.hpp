@@ -86,9 +86,6 @@ Status write_safetensors(const std::string& path, const std::map<std::string, Ar
 // Reads the whole of `path` into `out`, refusing (without blocking) what is not a regular file
 // (a directory, a FIFO, /dev/zero) and files over `max_bytes`: IoError naming the path.
 Status read_regular_file(const std::string& path, std::string* out, std::uint64_t max_bytes);
-// The same check without reading (for files another library opens): a regular file of at most
-// `max_bytes`.
-Status check_regular_file(const std::string& path, std::uint64_t max_bytes);
 
 // bf16/f16 <-> f32 conversions (round to nearest even), shared by the readers and the tools.
 float bf16_to_f32(std::uint16_t bits);

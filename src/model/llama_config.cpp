@@ -3,7 +3,6 @@
 
 #include "io/array_io.hpp"
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 namespace hyperattn::model {
 namespace {

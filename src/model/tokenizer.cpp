@@ -4,7 +4,6 @@
 #include <sentencepiece_processor.h>
 
 #include "io/array_io.hpp"
-#include <sstream>
 
 namespace hyperattn::model {
 
