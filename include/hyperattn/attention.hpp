@@ -50,6 +50,43 @@ Status exact_attention(const AttentionArgs& args, const AttentionConfig& config)
 Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
                        const InjectedRandomness& injected = {});
 
+// The backward pass (training). The arguments of the forward call plus its outputs and the
+// incoming gradients; the gradients of q, k and v come out in views of the same frame:
+//   q, k, v     as in AttentionArgs (the forward's inputs)
+//   out         [batch, heads_q, seq_q, head_dim]  the forward's output (dtype of q)
+//   lse         [batch, heads_q, seq_q] fp32        the forward's LSE (required)
+//   d_out       [batch, heads_q, seq_q, head_dim]  dL/d out (dtype of q, or f32)
+//   d_lse       [batch, heads_q, seq_q] fp32        optional dL/d lse (data == nullptr: zero)
+//   dq          [batch, heads_q, seq_q, head_dim]  written: dL/dq (dtype of q, or f32)
+//   dk, dv      [batch, heads_kv, seq_kv, head_dim] written: dL/dk, dL/dv, summed over the query
+//               heads of each group (dtype of q, or f32)
+// Arithmetic is fp32; the sums over query heads, blocks and phases run in a fixed order, so the
+// gradients are the same bytes for any thread count.
+struct AttentionGradArgs {
+  TensorView q, k, v;
+  TensorView out;
+  LseView lse;
+  TensorView d_out;
+  LseView d_lse;
+  TensorView dq, dk, dv;
+};
+
+// The gradient of exact attention.
+Status exact_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config);
+
+// The gradient of HyperAttention's estimator as the forward computed it with the same config, seed
+// and injected randomness (the hashes, sorts and samples are recomputed, never redrawn
+// differently): each row's output is attention over its key set (block keys, weighted samples with
+// bias log w, sinks, window), merged through the LSE, so the gradient runs a flash-style backward
+// over that set with the merged O and LSE, which includes the merges and the LSE's gradient.
+// No gradient flows through the hash, the sort or the draws. Every sampling mode is supported
+// (value_norm's weights depend on v only through the draw probabilities, held fixed).
+Status hyper_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config,
+                                const InjectedRandomness& injected = {});
+
+// Checks the backward's arguments without computing anything.
+Status validate_backward(const AttentionGradArgs& args, const AttentionConfig& config);
+
 // Diagnostics: the sorted-LSH block of every query and key of the top-level non-causal problem
 // (the blocks HyperAttention attends to exactly), for the same seed and injected projections.
 //   query_block [batch, heads_q,  seq_q]  contiguous: the block index of each query

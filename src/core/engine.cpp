@@ -20,6 +20,8 @@
 #include "core/random.hpp"
 #include "cpu/thread_pool.hpp"
 
+#include <fmt/format.h>
+
 namespace hyperattn::core {
 namespace {
 
@@ -745,6 +747,383 @@ Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
     }
   } catch (const std::bad_alloc&) {
     return Status::OutOfMemory("hyperattn: could not allocate the workspace for lsh_blocks");
+  }
+  return Status::Ok();
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Backward (AttentionGradArgs). Every row's output is attention over the multiset union of its
+// parts' key sets (the LSE merge of disjoint partial results is exact), so its gradient is a
+// flash-style backward of each part's key set against the row's final O and LSE. Parts run in plan
+// order, like the forward; within a phase their rows are disjoint. No sum depends on the thread
+// count:
+//   exact parts:        dK/dV by key chunks (each owns its keys, loops over its rows and the query
+//                       heads of the group in order), then dQ by row chunks (each owns its rows);
+//   approximated parts: one item per (query head, block) computes dQ of its rows (its own) and the
+//                       dK/dV contributions of its key list into its slot of a buffer; the slots are
+//                       then added in item order, per key-value head.
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+constexpr std::int64_t kBackwardKeyChunk = 128;  // keys per dK/dV item of an exact part
+constexpr std::int64_t kBackwardRowChunk = 128;  // rows per dQ item of an exact part
+constexpr float kPosInf = std::numeric_limits<float>::infinity();
+
+// An fp32 gradient accumulator [batch, heads, seq, d]: the caller's f32 view, or our buffer.
+struct GradAccumulator {
+  float* data = nullptr;
+  std::int64_t stride[3] = {0, 0, 0};
+  std::vector<float> storage;
+  const TensorView* view = nullptr;
+
+  void bind(const TensorView& v, int threads) {
+    view = &v;
+    if (v.dtype == DType::f32) {
+      data = static_cast<float*>(v.data);
+      for (int i = 0; i < 3; ++i) stride[i] = v.stride[i];
+      cpu::parallel_for(v.shape[0] * v.shape[1], threads, [&](std::int64_t bh, int) {
+        float* head = head_rows(bh / v.shape[1], bh % v.shape[1]);
+        for (std::int64_t r = 0; r < v.shape[2]; ++r) std::fill_n(head + r * stride[2], v.shape[3], 0.0f);
+      });
+    } else {
+      storage.assign(static_cast<std::size_t>(v.numel()), 0.0f);
+      data = storage.data();
+      stride[0] = v.shape[1] * v.shape[2] * v.shape[3];
+      stride[1] = v.shape[2] * v.shape[3];
+      stride[2] = v.shape[3];
+    }
+  }
+  float* head_rows(std::int64_t b, std::int64_t h) const { return data + b * stride[0] + h * stride[1]; }
+  // Our buffer into the caller's bf16 view.
+  void finish(int threads) const {
+    if (view->dtype == DType::f32) return;
+    const TensorView& v = *view;
+    cpu::parallel_for(v.shape[0] * v.shape[1], threads, [&](std::int64_t bh, int) {
+      const std::int64_t b = bh / v.shape[1], h = bh % v.shape[1];
+      const float* src = head_rows(b, h);
+      auto* dst = static_cast<std::uint16_t*>(v.data) + b * v.stride[0] + h * v.stride[1];
+      for (std::int64_t r = 0; r < v.shape[2]; ++r)
+        for (std::int64_t c = 0; c < v.shape[3]; ++c) dst[r * v.stride[2] + c] = f32_to_bf16_bits(src[r * v.shape[3] + c]);
+    });
+  }
+};
+
+struct GradContext {
+  Context& ctx;
+  const AttentionGradArgs& g;
+  GradAccumulator dq, dk, dv;
+  std::vector<float> lse, delta;  // [batch, heads_q, n_q]: +inf for rows that saw nothing; <dO, O> - dLSE
+  std::vector<float> dout_copy;   // [batch, heads_q, n_q, d] when d_out is bf16
+  std::int64_t dout_stride[3] = {0, 0, 0};
+  const float* dout = nullptr;
+
+  GradContext(Context& c, const AttentionGradArgs& ga) : ctx(c), g(ga) {}
+  const float* dout_head(std::int64_t b, std::int64_t h) const { return dout + b * dout_stride[0] + h * dout_stride[1]; }
+  const float* lse_head(std::int64_t b, std::int64_t h) const { return lse.data() + (b * ctx.heads_q + h) * ctx.n_q; }
+  const float* delta_head(std::int64_t b, std::int64_t h) const { return delta.data() + (b * ctx.heads_q + h) * ctx.n_q; }
+};
+
+float load_element(const TensorView& t, std::int64_t offset) {
+  return t.dtype == DType::f32 ? static_cast<const float*>(t.data)[offset]
+                               : bf16_bits_to_f32(static_cast<const std::uint16_t*>(t.data)[offset]);
+}
+
+void prepare_gradients(GradContext& gc) {
+  Context& ctx = gc.ctx;
+  const AttentionGradArgs& g = gc.g;
+  const std::int64_t d = ctx.d;
+  if (g.d_out.dtype == DType::f32) {
+    gc.dout = static_cast<const float*>(g.d_out.data);
+    for (int i = 0; i < 3; ++i) gc.dout_stride[i] = g.d_out.stride[i];
+  } else {
+    gc.dout_copy.resize(static_cast<std::size_t>(g.d_out.numel()));
+    gc.dout = gc.dout_copy.data();
+    gc.dout_stride[0] = ctx.heads_q * ctx.n_q * d;
+    gc.dout_stride[1] = ctx.n_q * d;
+    gc.dout_stride[2] = d;
+  }
+  gc.lse.resize(static_cast<std::size_t>(ctx.batch * ctx.heads_q * ctx.n_q));
+  gc.delta.resize(gc.lse.size());
+  cpu::parallel_for(ctx.batch * ctx.heads_q, ctx.threads, [&](std::int64_t bh, int) {
+    const std::int64_t b = bh / ctx.heads_q, h = bh % ctx.heads_q;
+    for (std::int64_t r = 0; r < ctx.n_q; ++r) {
+      const std::int64_t base_o = b * g.out.stride[0] + h * g.out.stride[1] + r * g.out.stride[2];
+      const std::int64_t base_g = b * g.d_out.stride[0] + h * g.d_out.stride[1] + r * g.d_out.stride[2];
+      float* copy = gc.dout_copy.empty() ? nullptr : gc.dout_copy.data() + (bh * ctx.n_q + r) * d;
+      double dot = 0.0;  // <dO, O> in double: cancellation here would be amplified by every dS
+      for (std::int64_t c = 0; c < d; ++c) {
+        const float go = load_element(g.d_out, base_g + c);
+        if (copy != nullptr) copy[c] = go;
+        dot += static_cast<double>(go) * static_cast<double>(load_element(g.out, base_o + c));
+      }
+      const float l = g.lse.data[b * g.lse.stride[0] + h * g.lse.stride[1] + r * g.lse.stride[2]];
+      const float dl = g.d_lse.data == nullptr ? 0.0f : g.d_lse.data[b * g.d_lse.stride[0] + h * g.d_lse.stride[1] + r * g.d_lse.stride[2]];
+      gc.lse[static_cast<std::size_t>(bh * ctx.n_q + r)] = l == kNegInf ? kPosInf : l;
+      gc.delta[static_cast<std::size_t>(bh * ctx.n_q + r)] = static_cast<float>(dot - static_cast<double>(dl));
+    }
+  });
+  gc.dq.bind(g.dq, ctx.threads);
+  gc.dk.bind(g.dk, ctx.threads);
+  gc.dv.bind(g.dv, ctx.threads);
+}
+
+// The tile fields shared by every backward call of (batch b, query head hq).
+cpu::BackwardTile backward_tile(const GradContext& gc, std::int64_t b, std::int64_t hq, float* scratch) {
+  const Context& ctx = gc.ctx;
+  const std::int64_t hkv = hq / ctx.group;
+  cpu::BackwardTile t;
+  t.dtype = ctx.args.q.dtype;
+  t.q = ctx.head_ptr(ctx.args.q, b, hq);
+  t.q_row_stride = ctx.args.q.stride[2];
+  t.k = ctx.head_ptr(ctx.k_rows, b, hkv);
+  t.k_row_stride = ctx.k_rows.stride[2];
+  t.v = ctx.head_ptr(ctx.v_rows, b, hkv);
+  t.v_row_stride = ctx.v_rows.stride[2];
+  t.head_dim = ctx.d;
+  t.scale = ctx.scale;
+  t.d_out = gc.dout_head(b, hq);
+  t.d_out_row_stride = gc.dout_stride[2];
+  t.lse = gc.lse_head(b, hq);
+  t.delta = gc.delta_head(b, hq);
+  t.scratch = scratch;
+  return t;
+}
+
+// The exact parts of a phase: dK/dV by key chunks, then dQ by row chunks.
+void backward_exact_parts(GradContext& gc, const Phase& phase, std::vector<ThreadScratch>& scratch) {
+  Context& ctx = gc.ctx;
+  struct Chunk {
+    std::int32_t part;
+    std::int64_t bh;  // b * heads + h (heads_kv for key chunks, heads_q for row chunks)
+    std::int64_t lo;
+  };
+  std::vector<Chunk> key_chunks, row_chunks;
+  for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
+    const Part& p = phase.parts[pi];
+    if (p.approximate) continue;
+    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh)
+      for (std::int64_t lo = 0; lo < p.k1 - p.k0; lo += kBackwardKeyChunk) key_chunks.push_back({static_cast<std::int32_t>(pi), bh, lo});
+    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_q; ++bh)
+      for (std::int64_t lo = 0; lo < p.q1 - p.q0; lo += kBackwardRowChunk) row_chunks.push_back({static_cast<std::int32_t>(pi), bh, lo});
+  }
+  const bool causal_any = std::any_of(phase.parts.begin(), phase.parts.end(), [](const Part& p) { return p.causal_diagonal != cpu::kNoCausalMask; });
+  // Causal chunks differ in cost: the largest first balances the tail (results do not depend on the order).
+  if (causal_any) std::reverse(key_chunks.begin(), key_chunks.end());
+  cpu::parallel_for(static_cast<std::int64_t>(key_chunks.size()), ctx.threads, [&](std::int64_t i, int thread) {
+    const Chunk& c = key_chunks[static_cast<std::size_t>(i)];
+    const Part& p = phase.parts[static_cast<std::size_t>(c.part)];
+    const std::int64_t b = c.bh / ctx.heads_kv, hkv = c.bh % ctx.heads_kv;
+    const std::int64_t keys = std::min(kBackwardKeyChunk, p.k1 - p.k0 - c.lo);
+    for (std::int64_t hq = hkv * ctx.group; hq < (hkv + 1) * ctx.group; ++hq) {
+      cpu::BackwardTile t = backward_tile(gc, b, hq, scratch[static_cast<std::size_t>(thread)].kernel.get());
+      // Rows [q0, q1) against keys [k0 + lo, k0 + lo + keys): row q0 + r sees slot j iff
+      // lo + j <= r + diagonal.
+      t.q = static_cast<const std::byte*>(t.q) + p.q0 * t.q_row_stride * static_cast<std::int64_t>(ctx.esize);
+      t.d_out += p.q0 * t.d_out_row_stride;
+      t.lse += p.q0;
+      t.delta += p.q0;
+      t.rows = p.q1 - p.q0;
+      t.k = static_cast<const std::byte*>(t.k) + (p.k0 + c.lo) * t.k_row_stride * static_cast<std::int64_t>(ctx.esize);
+      t.v = static_cast<const std::byte*>(t.v) + (p.k0 + c.lo) * t.v_row_stride * static_cast<std::int64_t>(ctx.esize);
+      t.keys = keys;
+      t.causal_diagonal = p.causal_diagonal == cpu::kNoCausalMask ? cpu::kNoCausalMask : p.causal_diagonal - c.lo;
+      t.dk = gc.dk.head_rows(b, hkv) + (p.k0 + c.lo) * gc.dk.stride[2];
+      t.dv = gc.dv.head_rows(b, hkv) + (p.k0 + c.lo) * gc.dv.stride[2];
+      t.dkv_row_stride = gc.dk.stride[2];
+      if (gc.dv.stride[2] != gc.dk.stride[2]) {  // one stride serves both: add through a local pair then
+        std::vector<float> k_loc(static_cast<std::size_t>(keys * ctx.d)), v_loc(k_loc.size());
+        t.dk = k_loc.data();
+        t.dv = v_loc.data();
+        t.dkv_row_stride = ctx.d;
+        ctx.kernel.backward(t);
+        for (std::int64_t j = 0; j < keys; ++j)
+          for (int e = 0; e < ctx.d; ++e) {
+            gc.dk.head_rows(b, hkv)[(p.k0 + c.lo + j) * gc.dk.stride[2] + e] += k_loc[static_cast<std::size_t>(j * ctx.d + e)];
+            gc.dv.head_rows(b, hkv)[(p.k0 + c.lo + j) * gc.dv.stride[2] + e] += v_loc[static_cast<std::size_t>(j * ctx.d + e)];
+          }
+        continue;
+      }
+      ctx.kernel.backward(t);
+    }
+  });
+  cpu::parallel_for(static_cast<std::int64_t>(row_chunks.size()), ctx.threads, [&](std::int64_t i, int thread) {
+    const Chunk& c = row_chunks[static_cast<std::size_t>(i)];
+    const Part& p = phase.parts[static_cast<std::size_t>(c.part)];
+    const std::int64_t b = c.bh / ctx.heads_q, hq = c.bh % ctx.heads_q;
+    const std::int64_t r0 = p.q0 + c.lo, r1 = std::min(p.q1, r0 + kBackwardRowChunk);
+    cpu::BackwardTile t = backward_tile(gc, b, hq, scratch[static_cast<std::size_t>(thread)].kernel.get());
+    t.q = static_cast<const std::byte*>(t.q) + r0 * t.q_row_stride * static_cast<std::int64_t>(ctx.esize);
+    t.d_out += r0 * t.d_out_row_stride;
+    t.lse += r0;
+    t.delta += r0;
+    t.rows = r1 - r0;
+    t.k = static_cast<const std::byte*>(t.k) + p.k0 * t.k_row_stride * static_cast<std::int64_t>(ctx.esize);
+    t.v = static_cast<const std::byte*>(t.v) + p.k0 * t.v_row_stride * static_cast<std::int64_t>(ctx.esize);
+    t.keys = p.k1 - p.k0;
+    if (p.causal_diagonal != cpu::kNoCausalMask) {
+      t.causal_diagonal = p.causal_diagonal + (r0 - p.q0);
+      t.keys = std::clamp<std::int64_t>(t.rows - 1 + t.causal_diagonal + 1, 0, t.keys);  // the last row's keys
+    }
+    t.dq = gc.dq.head_rows(b, hq) + r0 * gc.dq.stride[2];
+    t.dq_row_stride = gc.dq.stride[2];
+    if (t.keys > 0) ctx.kernel.backward(t);
+  });
+}
+
+// The approximated parts of a phase, one key-value head at a time (bounds the contribution buffer).
+void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vector<ThreadScratch>& scratch) {
+  Context& ctx = gc.ctx;
+  const AttentionConfig& cfg = ctx.config;
+  std::vector<std::int32_t> parts;
+  std::int64_t max_window = 0, max_rows = 1, blocks_per_head = 0;
+  for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
+    const Part& p = phase.parts[pi];
+    if (!p.approximate) continue;
+    parts.push_back(static_cast<std::int32_t>(pi));
+    const std::int64_t units = block_count(p, cfg);
+    blocks_per_head += units;
+    max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
+    if (p.window > 0) {
+      std::int64_t w0, w1;
+      window_span(p, &w0, &w1);
+      max_window = std::max(max_window, std::max<std::int64_t>(w1 - w0, 1));
+    }
+  }
+  if (parts.empty()) return;
+  std::int64_t max_sinks = 0;
+  for (std::int32_t pi : parts) max_sinks = std::max(max_sinks, phase.parts[static_cast<std::size_t>(pi)].sinks);
+  const std::int64_t gathered = cfg.block_size + std::max(max_sinks, cfg.sample_size);
+  const std::int64_t slot = gathered + max_window;  // keys per item at most
+  for (ThreadScratch& s : scratch) {
+    s.keys.resize(static_cast<std::size_t>(gathered));
+    s.bias.resize(static_cast<std::size_t>(gathered));
+    s.row_keys.resize(static_cast<std::size_t>(slot));
+    s.row_bias.resize(static_cast<std::size_t>(slot));
+    s.row_window.resize(static_cast<std::size_t>(2 * max_rows));
+  }
+  // Items of one key-value head, in canonical order: (part, query head of the group, block).
+  struct BlockItem {
+    std::int32_t part;
+    std::int32_t block;
+    std::int64_t hq;
+  };
+  std::vector<BlockItem> items;
+  for (std::int32_t pi : parts)
+    for (std::int64_t gq = 0; gq < ctx.group; ++gq)
+      for (std::int64_t u = 0; u < block_count(phase.parts[static_cast<std::size_t>(pi)], cfg); ++u)
+        items.push_back({pi, static_cast<std::int32_t>(u), gq});
+  const std::int64_t n_items = static_cast<std::int64_t>(items.size());
+  std::vector<float> contrib(static_cast<std::size_t>(n_items * slot * ctx.d * 2));  // [item][slot][dk | dv][d]
+  std::vector<std::int32_t> item_keys(static_cast<std::size_t>(n_items * slot));
+  std::vector<std::int64_t> item_count(static_cast<std::size_t>(n_items));
+  for (std::int64_t b = 0; b < ctx.batch; ++b)
+    for (std::int64_t hkv = 0; hkv < ctx.heads_kv; ++hkv) {
+      cpu::parallel_for(n_items, ctx.threads, [&](std::int64_t i, int thread) {
+        const BlockItem& it = items[static_cast<std::size_t>(i)];
+        const Part& p = phase.parts[static_cast<std::size_t>(it.part)];
+        const std::int64_t hq = hkv * ctx.group + it.hq;
+        ThreadScratch& s = scratch[static_cast<std::size_t>(thread)];
+        const std::int64_t nq = p.q1 - p.q0, blocks = block_count(p, cfg);
+        const std::int64_t lo = it.block * nq / blocks, hi = (it.block + 1) * nq / blocks;
+        item_count[static_cast<std::size_t>(i)] = 0;
+        if (hi == lo) return;
+        cpu::BackwardTile t = backward_tile(gc, b, hq, s.kernel.get());
+        t.q_index = ctx.q_perm.data() + (b * ctx.heads_q + hq) * ctx.n_q + p.q0 + lo;
+        t.rows = hi - lo;
+        const std::int64_t n_keys = gather_block_keys(ctx, p, b, hq, it.block, s);
+        std::int32_t* keys = s.row_keys.data();
+        float* bias = s.row_bias.data();
+        std::copy(s.keys.begin(), s.keys.begin() + n_keys, keys);
+        std::copy(s.bias.begin(), s.bias.begin() + n_keys, bias);
+        t.keys = n_keys;
+        if (p.window > 0) {
+          // The rows' windows (their keys exact, those inside masked from block and samples), as the forward.
+          bool any = false;
+          for (std::int64_t r = 0; r < t.rows; ++r) {
+            const std::int64_t pos = t.q_index[r] + p.window_delta;
+            const std::int64_t w0 = std::max(p.k0 + p.sinks, pos - p.window), w1 = std::min(p.k1, pos);
+            s.row_window[static_cast<std::size_t>(2 * r)] = static_cast<std::int32_t>(w0);
+            s.row_window[static_cast<std::size_t>(2 * r + 1)] = static_cast<std::int32_t>(std::max(w0, w1));
+            any = any || w0 < w1;
+          }
+          if (any) {
+            std::int64_t u0, u1;
+            window_span(p, &u0, &u1);
+            for (std::int64_t k = u0; k < u1; ++k) {
+              keys[n_keys + k - u0] = static_cast<std::int32_t>(k);
+              bias[n_keys + k - u0] = 0.0f;
+            }
+            t.keys = n_keys + std::max<std::int64_t>(u1 - u0, 0);
+            t.row_window = s.row_window.data();
+            t.window_from = n_keys;
+          }
+        }
+        t.k_index = keys;
+        t.key_bias = bias;
+        t.dq = gc.dq.head_rows(b, hq);
+        t.dq_row_stride = gc.dq.stride[2];
+        float* out = contrib.data() + i * slot * ctx.d * 2;
+        std::fill_n(out, t.keys * ctx.d * 2, 0.0f);
+        t.dk = out;
+        t.dv = out + ctx.d;
+        t.dkv_row_stride = 2 * ctx.d;
+        ctx.kernel.backward(t);
+        std::copy(keys, keys + t.keys, item_keys.begin() + i * slot);
+        item_count[static_cast<std::size_t>(i)] = t.keys;
+      });
+      // The contributions into dK/dV in item order; each worker owns a range of keys.
+      const std::int64_t ranges = std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads * 4, (ctx.n_k + 255) / 256));
+      float* dk = gc.dk.head_rows(b, hkv);
+      float* dv = gc.dv.head_rows(b, hkv);
+      cpu::parallel_for(ranges, ctx.threads, [&](std::int64_t range, int) {
+        const std::int64_t k_lo = range * ctx.n_k / ranges, k_hi = (range + 1) * ctx.n_k / ranges;
+        for (std::int64_t i = 0; i < n_items; ++i) {
+          const std::int32_t* keys = item_keys.data() + i * slot;
+          const float* src = contrib.data() + i * slot * ctx.d * 2;
+          for (std::int64_t j = 0; j < item_count[static_cast<std::size_t>(i)]; ++j) {
+            const std::int64_t key = keys[j];
+            if (key < k_lo || key >= k_hi) continue;
+            float* gk = dk + key * gc.dk.stride[2];
+            float* gv = dv + key * gc.dv.stride[2];
+            const float* sk = src + j * 2 * ctx.d;
+            for (int e = 0; e < ctx.d; ++e) {
+              gk[e] += sk[e];
+              gv[e] += sk[ctx.d + e];
+            }
+          }
+        }
+      });
+    }
+}
+
+}  // namespace
+
+Status execute_backward(const Plan& plan, const AttentionGradArgs& g, const AttentionConfig& config,
+                        const InjectedRandomness& injected) {
+  try {
+    const AttentionArgs args{g.q, g.k, g.v, g.out, g.lse};
+    Context ctx(args, config, injected);
+    if (ctx.kernel.backward == nullptr)
+      return Status::Unsupported(fmt::format("hyperattn: the {} kernel has no backward pass", ctx.kernel.name));
+    GradContext gc(ctx, g);
+    prepare_gradients(gc);
+    if (any_approximate(plan)) {
+      prepare_lsh(ctx);
+      compact_keys_and_values(ctx);
+    }
+    std::vector<ThreadScratch> scratch(static_cast<std::size_t>(ctx.threads));
+    for (ThreadScratch& s : scratch) s.kernel.resize(ctx.kernel.backward_scratch_floats(ctx.d));
+    for (const Phase& phase : plan.phases) {
+      sort_phase(ctx, phase);
+      backward_exact_parts(gc, phase, scratch);
+      backward_approximated_parts(gc, phase, scratch);
+    }
+    gc.dq.finish(ctx.threads);
+    gc.dk.finish(ctx.threads);
+    gc.dv.finish(ctx.threads);
+  } catch (const std::bad_alloc&) {
+    return Status::OutOfMemory("hyperattn: could not allocate the workspace for the backward pass");
   }
   return Status::Ok();
 }

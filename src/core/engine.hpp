@@ -54,6 +54,12 @@ Plan hyper_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& confi
 Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfig& config,
                const InjectedRandomness& injected);
 
+// The backward pass of a plan (the plan of the forward whose out and lse `args` holds): the
+// gradients of every part's key set against the rows' final O and LSE. `args` and `config` must
+// have passed validate_backward().
+Status execute_backward(const Plan& plan, const AttentionGradArgs& args, const AttentionConfig& config,
+                        const InjectedRandomness& injected);
+
 // The sorted-LSH block of each query and key of one non-causal problem [0,n_q) x [0,n_k)
 // (diagnostics; see hyperattn::lsh_blocks).
 Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,

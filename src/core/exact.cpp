@@ -17,4 +17,9 @@ Status exact_attention(const AttentionArgs& args, const AttentionConfig& config)
   return core::execute(core::exact_plan(args.q.seq(), args.k.seq(), config), args, config, {});
 }
 
+Status exact_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config) {
+  HYPERATTN_RETURN_IF_ERROR(validate_backward(args, config));
+  return core::execute_backward(core::exact_plan(args.q.seq(), args.k.seq(), config), args, config, {});
+}
+
 }  // namespace hyperattn

@@ -108,6 +108,13 @@ Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
   return core::execute(core::hyper_plan(args.q.seq(), args.k.seq(), config), args, config, injected);
 }
 
+Status hyper_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config,
+                                const InjectedRandomness& injected) {
+  HYPERATTN_RETURN_IF_ERROR(validate_backward(args, config));
+  HYPERATTN_RETURN_IF_ERROR(check_injected(AttentionArgs{args.q, args.k, args.v, args.out, args.lse}, config, injected));
+  return core::execute_backward(core::hyper_plan(args.q.seq(), args.k.seq(), config), args, config, injected);
+}
+
 Status lsh_blocks(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected,
                   std::int32_t* query_block, std::int32_t* key_block) {
   HYPERATTN_RETURN_IF_ERROR(validate(args, config));

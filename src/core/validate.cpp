@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -48,6 +49,44 @@ Status check_view(const char* name, const TensorView& t) {
   return Status::Ok();
 }
 
+// Rows of an output view must not overlap: threads write them in parallel. Ordered by stride,
+// each dimension of size > 1 must step past the whole extent of the dimensions inside it.
+Status check_rows_disjoint(const char* name, const TensorView& t) {
+  std::array<int, 3> order{0, 1, 2};
+  std::sort(order.begin(), order.end(), [&](int x, int y) { return t.stride[x] < t.stride[y]; });
+  std::int64_t inner = t.shape[3];  // head_dim elements, stride 1
+  for (int i : order) {
+    if (t.shape[i] == 1) continue;
+    if (t.stride[i] < inner)
+      return Status::InvalidArgument(fmt::format("{}: stride[{}] ({}) is {}, which makes rows overlap; expected at least {}", name, i, kDims[i], t.stride[i], inner));
+    inner = t.stride[i] * t.shape[i];
+  }
+  return Status::Ok();
+}
+
+// The bytes [lo, hi) a (validated) view spans.
+std::pair<std::uintptr_t, std::uintptr_t> byte_span(const TensorView& t) {
+  std::int64_t last = 0;
+  for (int i = 0; i < 4; ++i) last += (t.shape[i] - 1) * t.stride[i];
+  const auto lo = reinterpret_cast<std::uintptr_t>(t.data);
+  return {lo, lo + static_cast<std::uintptr_t>((last + 1) * static_cast<std::int64_t>(size_of(t.dtype)))};
+}
+
+bool spans_overlap(const TensorView& a, const TensorView& b) {
+  const auto x = byte_span(a), y = byte_span(b);
+  return x.first < y.second && y.first < x.second;
+}
+
+// A gradient view: a valid view of the shape of `like`, in its dtype or f32.
+Status check_grad_view(const char* name, const TensorView& t, const TensorView& like, const char* like_name) {
+  HYPERATTN_RETURN_IF_ERROR(check_view(name, t));
+  if (t.shape != like.shape)
+    return Status::InvalidArgument(fmt::format("{}: shape is {}; expected the shape of {} {}", name, shape_str(t), like_name, shape_str(like)));
+  if (t.dtype != like.dtype && t.dtype != DType::f32)
+    return Status::InvalidArgument(fmt::format("{}: dtype is {}; expected {} (the dtype of {}) or f32", name, to_string(t.dtype), to_string(like.dtype), like_name));
+  return Status::Ok();
+}
+
 }  // namespace
 
 bool is_supported_head_dim(std::int64_t head_dim) {
@@ -86,19 +125,8 @@ Status validate(const AttentionArgs& a, const AttentionConfig& c) {
     if (a.lse.stride[2] == 0 && a.q.seq() > 1)
       return Status::InvalidArgument("lse: the seq stride is 0; expected a positive stride (rows would overwrite each other)");
   }
-  // Output rows must not overlap: threads write them in parallel. Ordered by stride, each
-  // dimension of size > 1 must step past the whole extent of the dimensions inside it.
-  {
-    std::array<int, 3> order{0, 1, 2};
-    std::sort(order.begin(), order.end(), [&](int x, int y) { return a.out.stride[x] < a.out.stride[y]; });
-    std::int64_t inner = a.out.shape[3];  // head_dim elements, stride 1
-    for (int i : order) {
-      if (a.out.shape[i] == 1) continue;
-      if (a.out.stride[i] < inner)
-        return Status::InvalidArgument(fmt::format("out: stride[{}] ({}) is {}, which makes rows overlap; expected at least {}", i, kDims[i], a.out.stride[i], inner));
-      inner = a.out.stride[i] * a.out.shape[i];
-    }
-  }
+  // Output rows must not overlap: threads write them in parallel.
+  HYPERATTN_RETURN_IF_ERROR(check_rows_disjoint("out", a.out));
   if (a.lse.data != nullptr) {
     std::array<int, 3> order{0, 1, 2};
     const std::array<std::int64_t, 3> shape{a.q.shape[0], a.q.shape[1], a.q.shape[2]};
@@ -137,6 +165,34 @@ Status validate(const AttentionArgs& a, const AttentionConfig& c) {
     return Status::InvalidArgument(fmt::format("config.sink_keys is {}; expected 0..2^31-1", c.sink_keys));
   if (c.local_window < 0 || c.local_window > std::numeric_limits<std::int32_t>::max())
     return Status::InvalidArgument(fmt::format("config.local_window is {}; expected 0..2^31-1", c.local_window));
+  return Status::Ok();
+}
+
+Status validate_backward(const AttentionGradArgs& g, const AttentionConfig& c) {
+  HYPERATTN_RETURN_IF_ERROR(validate(AttentionArgs{g.q, g.k, g.v, g.out, g.lse}, c));
+  if (g.lse.data == nullptr)
+    return Status::InvalidArgument("lse: data is null; expected the forward's LSE [batch, heads_q, seq_q] fp32 (the backward recomputes P from it)");
+  HYPERATTN_RETURN_IF_ERROR(check_grad_view("d_out", g.d_out, g.q, "q"));
+  HYPERATTN_RETURN_IF_ERROR(check_grad_view("dq", g.dq, g.q, "q"));
+  HYPERATTN_RETURN_IF_ERROR(check_grad_view("dk", g.dk, g.k, "k"));
+  HYPERATTN_RETURN_IF_ERROR(check_grad_view("dv", g.dv, g.v, "v"));
+  if (g.dq.dtype != g.dk.dtype || g.dv.dtype != g.dk.dtype)
+    return Status::InvalidArgument(fmt::format("dq, dk, dv: dtypes are {}, {} and {}; expected one dtype", to_string(g.dq.dtype), to_string(g.dk.dtype), to_string(g.dv.dtype)));
+  if (g.d_lse.data != nullptr)
+    for (int i = 0; i < 3; ++i)
+      if (g.d_lse.stride[i] < 0 || g.d_lse.stride[i] > (std::numeric_limits<std::int64_t>::max() / 8) / std::max<std::int64_t>(g.q.shape[i], 1))
+        return Status::InvalidArgument(fmt::format("d_lse: stride[{}] is {}; expected a non-negative stride addressing less than 2^60 bytes", i, g.d_lse.stride[i]));
+  const std::pair<const char*, const TensorView*> outs[] = {{"dq", &g.dq}, {"dk", &g.dk}, {"dv", &g.dv}};
+  const std::pair<const char*, const TensorView*> ins[] = {{"q", &g.q}, {"k", &g.k}, {"v", &g.v}, {"out", &g.out}, {"d_out", &g.d_out}};
+  for (std::size_t i = 0; i < 3; ++i) {
+    HYPERATTN_RETURN_IF_ERROR(check_rows_disjoint(outs[i].first, *outs[i].second));
+    for (std::size_t j = i + 1; j < 3; ++j)
+      if (spans_overlap(*outs[i].second, *outs[j].second))
+        return Status::InvalidArgument(fmt::format("{}: overlaps the memory of {}; expected separate gradient arrays", outs[i].first, outs[j].first));
+    for (const auto& in : ins)
+      if (spans_overlap(*outs[i].second, *in.second))
+        return Status::InvalidArgument(fmt::format("{}: overlaps the memory of {}; expected a separate array", outs[i].first, in.first));
+  }
   return Status::Ok();
 }
 

@@ -132,6 +132,45 @@ inline void combine_rows_scalar(float* o_acc, const float* o_new, float w_old, f
   for (int c = 0; c < d; ++c) o_acc[c] = (no_contract(w_old * o_acc[c]) + no_contract(w_new * o_new[c])) * inv;
 }
 
+// One call of the backward kernel (isa/backward_impl.hpp): the gradient contributions of `rows`
+// query rows against `keys` key rows, recomputing P from q, k, the bias and the forward's final LSE:
+//   P_ij = e^{scale <q_i, k_j> + bias_j - lse_i} on the visible entries (causal mask and row windows
+//   exactly as in DenseAttentionTile), dS_ij = P_ij (<dO_i, v_j> - delta_i),
+//   dq_i += scale sum_j dS_ij k_j,  dk_j += scale sum_i dS_ij q_i,  dv_j += sum_i P_ij dO_i.
+// Rows are addressed as in the forward (q_index or r); d_out, lse, delta and dq rows are addressed
+// like q (so the driver's per-head arrays take the absolute row). dk/dv are [keys] slots in key
+// order (not through k_index). Either output may be null (dq, or dk and dv together): it is then
+// not computed. A row with lse = +inf contributes nothing (rows that saw no key get +inf).
+struct BackwardTile {
+  DType dtype = DType::f32;  // of q, k, v
+  const void* q = nullptr;
+  std::int64_t q_row_stride = 0;
+  const std::int32_t* q_index = nullptr;
+  const void* k = nullptr;
+  std::int64_t k_row_stride = 0;
+  const void* v = nullptr;
+  std::int64_t v_row_stride = 0;
+  const std::int32_t* k_index = nullptr;
+  const float* key_bias = nullptr;
+  std::int64_t rows = 0;
+  std::int64_t keys = 0;
+  int head_dim = 0;
+  float scale = 1.0f;
+  std::int64_t causal_diagonal = kNoCausalMask;
+  const std::int32_t* row_window = nullptr;  // [rows][2] or null, as in DenseAttentionTile
+  std::int64_t window_from = 0;
+  const float* d_out = nullptr;   // fp32 rows [*, head_dim]
+  std::int64_t d_out_row_stride = 0;
+  const float* lse = nullptr;     // fp32 [*]
+  const float* delta = nullptr;   // fp32 [*]: <dO_i, O_i> - dLSE_i
+  float* dq = nullptr;            // fp32 rows, accumulated, or null
+  std::int64_t dq_row_stride = 0;
+  float* dk = nullptr;            // fp32 [keys][dkv_row_stride], accumulated, or null
+  float* dv = nullptr;            // likewise (with dk)
+  std::int64_t dkv_row_stride = 0;
+  float* scratch = nullptr;       // backward_scratch_floats(head_dim) floats, 64-byte aligned
+};
+
 struct AttentionKernel {
   const char* name;  // e.g. "avx512", "avx2", "scalar"
   void (*dense)(const DenseAttentionTile& tile);
@@ -143,6 +182,9 @@ struct AttentionKernel {
   // of one call each, with the results of the latter). Null: never (row windows are still honoured,
   // but a windowed row's arithmetic follows the tile's own key order).
   bool (*compact_windows)(const DenseAttentionTile& tile) = nullptr;
+  // The backward kernel (BackwardTile) and its scratch size.
+  void (*backward)(const BackwardTile& tile) = nullptr;
+  std::size_t (*backward_scratch_floats)(int head_dim) = nullptr;
 };
 
 // The kernel chosen once from the CPU's features; HYPERATTN_ISA=scalar|avx2|avx512 forces one

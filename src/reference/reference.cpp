@@ -41,8 +41,10 @@ struct Rows {
 
 // Exact attention of query rows [q0, q1) over keys [k0, k1); row q0+r sees key k0+c iff
 // c <= r + diag (diag = huge: no mask).
+// With `sets` (the key sets of this head's rows, indexed by absolute row), each row's keys are
+// appended to its set.
 Rows exact_rows(const Heads& H, std::int64_t b, std::int64_t h, std::int64_t q0, std::int64_t q1, std::int64_t k0,
-                std::int64_t k1, std::int64_t diag, double scale) {
+                std::int64_t k1, std::int64_t diag, double scale, std::vector<KeyEntry>* sets = nullptr) {
   const std::int64_t hkv = h / (H.hq / H.hkv);
   Rows r{std::vector<double>(static_cast<std::size_t>((q1 - q0) * H.d)), std::vector<double>(static_cast<std::size_t>(q1 - q0))};
   std::vector<const double*> ks, vs;
@@ -54,6 +56,7 @@ Rows exact_rows(const Heads& H, std::int64_t b, std::int64_t h, std::int64_t q0,
       ks.push_back(H.krow(b, hkv, j));
       vs.push_back(H.vrow(b, hkv, j));
       bias.push_back(0.0);
+      if (sets != nullptr) sets[i].push_back({j, 0.0});
     }
     attend_row(H.qrow(b, h, i), ks, vs, bias, H.d, scale, &r.out[static_cast<std::size_t>((i - q0) * H.d)], &r.lse[static_cast<std::size_t>(i - q0)]);
   }
@@ -81,6 +84,12 @@ struct Hyper {
   const InjectedRandomness& inj;
   std::vector<float> proj;
   double scale;
+  std::vector<KeyEntry>* sets = nullptr;  // the current head's row key sets (optional)
+
+  void record(std::int64_t row, const std::vector<std::int64_t>& keys, const std::vector<double>& bias) const {
+    if (sets == nullptr) return;
+    for (std::size_t j = 0; j < keys.size(); ++j) sets[row].push_back({keys[j], bias[j]});
+  }
 
   std::uint32_t bucket(const double* x, std::int64_t b, std::int64_t hkv) const {
     // The sign bits from the double copy of the (fp32 or bf16) input: exact conversions, so the
@@ -113,7 +122,7 @@ struct Hyper {
                  std::uint64_t subproblem, std::optional<std::int64_t> delta = std::nullopt) const {
     const std::int64_t nq = q1 - q0;
     const std::int64_t sinks = core::sinks_of(k0, k1, c);
-    if (!core::approximated(nq, k1 - k0, c, sinks)) return exact_rows(H, b, h, q0, q1, k0, k1, std::numeric_limits<std::int64_t>::max() / 4, scale);
+    if (!core::approximated(nq, k1 - k0, c, sinks)) return exact_rows(H, b, h, q0, q1, k0, k1, std::numeric_limits<std::int64_t>::max() / 4, scale, sets);
     const std::int64_t hkv = h / (H.hq / H.hkv);
     const auto qs = sorted(q0, q1, b, hkv, [&](std::int64_t i) { return H.qrow(b, h, i); });
     const auto ks = sorted(k0 + sinks, k1, b, hkv, [&](std::int64_t j) { return H.krow(b, hkv, j); });
@@ -128,15 +137,18 @@ struct Hyper {
       std::vector<const double*> kr, vr;
       std::vector<double> bias;
       std::vector<std::int64_t> sample_keys;  // [m]
+      std::vector<std::int64_t> key_ids;      // [sinks + blk + m]
       for (std::int64_t j = k0; j < k0 + sinks; ++j) {
         kr.push_back(H.krow(b, hkv, j));
         vr.push_back(H.vrow(b, hkv, j));
         bias.push_back(0.0);
+        key_ids.push_back(j);
       }
       for (std::int64_t i = 0; i < blk; ++i) {
         kr.push_back(H.krow(b, hkv, ks[start + i]));
         vr.push_back(H.vrow(b, hkv, ks[start + i]));
         bias.push_back(0.0);
+        key_ids.push_back(ks[start + i]);
       }
       for (std::int64_t i = 0; i < m; ++i) {
         std::int64_t key;
@@ -157,6 +169,7 @@ struct Hyper {
         vr.push_back(H.vrow(b, hkv, key));
         bias.push_back(std::log(weight));
         sample_keys.push_back(key);
+        key_ids.push_back(key);
       }
       for (std::int64_t s = beta * nq / blocks; s < (beta + 1) * nq / blocks; ++s) {
         const std::int64_t i = qs[s];
@@ -172,15 +185,19 @@ struct Hyper {
                                                                                   : sample_keys[j - fixed - static_cast<std::size_t>(blk)];
               if (key >= w0 && key < w1) wb[j] = kNegInf;
             }
+            std::vector<std::int64_t> wid = key_ids;
             for (std::int64_t key = w0; key < w1; ++key) {
               wk.push_back(H.krow(b, hkv, key));
               wv.push_back(H.vrow(b, hkv, key));
               wb.push_back(0.0);
+              wid.push_back(key);
             }
+            record(i, wid, wb);
             attend_row(H.qrow(b, h, i), wk, wv, wb, H.d, scale, &r.out[(i - q0) * H.d], &r.lse[i - q0]);
             continue;
           }
         }
+        record(i, key_ids, bias);
         attend_row(H.qrow(b, h, i), kr, vr, bias, H.d, scale, &r.out[(i - q0) * H.d], &r.lse[i - q0]);
       }
     }
@@ -189,7 +206,7 @@ struct Hyper {
 
   // Causal rows [s, t) (query e+i pairs with key p+i): the recursion over halves, §3.
   Rows causal(std::int64_t b, std::int64_t h, std::int64_t s, std::int64_t t, std::int64_t e, std::int64_t p) const {
-    if (t - s <= std::max<std::int64_t>(c.min_seq_len, 1)) return exact_rows(H, b, h, e + s, e + t, p + s, p + t, 0, scale);
+    if (t - s <= std::max<std::int64_t>(c.min_seq_len, 1)) return exact_rows(H, b, h, e + s, e + t, p + s, p + t, 0, scale, sets);
     const std::int64_t mid = s + (t - s + 1) / 2;
     Rows top = causal(b, h, s, mid, e, p);
     Rows bottom = causal(b, h, mid, t, e, p);
@@ -284,6 +301,146 @@ Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
       std::copy(r.lse.begin(), r.lse.end(), result->lse.begin() + o + e);
     }
   return Status::Ok();
+}
+
+DoubleProblem to_problem(const AttentionArgs& args, const AttentionConfig& config) {
+  DoubleProblem p;
+  p.q = to_double(args.q);
+  p.k = to_double(args.k);
+  p.v = to_double(args.v);
+  p.batch = args.q.batch();
+  p.heads_q = args.q.heads();
+  p.heads_kv = args.k.heads();
+  p.seq_q = args.q.seq();
+  p.seq_kv = args.k.seq();
+  p.d = static_cast<int>(args.q.head_dim());
+  p.scale = resolve_scale(config, p.d);
+  return p;
+}
+
+Status exact_key_sets(const AttentionArgs& args, const AttentionConfig& config, KeySets* sets) {
+  HYPERATTN_RETURN_IF_ERROR(validate(args, config));
+  const std::int64_t nq = args.q.seq(), nk = args.k.seq();
+  sets->assign(static_cast<std::size_t>(args.q.batch() * args.q.heads() * nq), {});
+  for (std::size_t r = 0; r < sets->size(); ++r) {
+    const std::int64_t i = static_cast<std::int64_t>(r) % nq;
+    const std::int64_t last = config.causal ? std::min(nk - 1, i + nk - nq) : nk - 1;  // bottom-right aligned
+    for (std::int64_t j = 0; j <= last; ++j) (*sets)[r].push_back({j, 0.0});
+  }
+  return Status::Ok();
+}
+
+Status hyper_key_sets(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected,
+                      KeySets* sets) {
+  HYPERATTN_RETURN_IF_ERROR(validate(args, config));
+  if (config.sampling != Sampling::uniform && config.sampling != Sampling::stratified)
+    return Status::Unsupported("reference::hyper_key_sets: uniform or stratified sampling only");
+  const Heads H = load(args);
+  Hyper hy{H, config, injected, core::projections(args, config, injected), resolve_scale(config, H.d)};
+  sets->assign(static_cast<std::size_t>(args.q.batch() * H.hq * H.nq), {});
+  for (std::int64_t b = 0; b < args.q.batch(); ++b)
+    for (std::int64_t h = 0; h < H.hq; ++h) {
+      hy.sets = sets->data() + (b * H.hq + h) * H.nq;
+      if (!config.causal) {
+        (void)hy.noncausal(b, h, 0, H.nq, 0, H.nk, 0);
+        continue;
+      }
+      const std::int64_t e = std::max<std::int64_t>(0, H.nq - H.nk), rows = H.nq - e, p = H.nk - rows;
+      (void)hy.causal(b, h, 0, rows, e, p);
+      if (p > 0) (void)hy.noncausal(b, h, e, H.nq, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull, p - e);
+    }
+  return Status::Ok();
+}
+
+namespace {
+
+// Row r (of [batch, heads_q, seq_q]) of p: its query, and its key-value head's K and V.
+struct RowView {
+  const double* q;
+  const double* k;  // [seq_kv, d]
+  const double* v;
+  std::int64_t b, h, hkv;
+};
+RowView row_view(const DoubleProblem& p, std::size_t r) {
+  const std::int64_t bh = static_cast<std::int64_t>(r) / p.seq_q;
+  const std::int64_t b = bh / p.heads_q, h = bh % p.heads_q, hkv = h / (p.heads_q / p.heads_kv);
+  return {p.q.data() + static_cast<std::int64_t>(r) * p.d, p.k.data() + (b * p.heads_kv + hkv) * p.seq_kv * p.d,
+          p.v.data() + (b * p.heads_kv + hkv) * p.seq_kv * p.d, b, h, hkv};
+}
+
+// The weights P_j = e^{s_j - lse} of one row over its set, and its lse (-inf for an empty set).
+double row_weights(const DoubleProblem& p, const RowView& rv, const std::vector<KeyEntry>& set, std::vector<double>& w) {
+  w.resize(set.size());
+  double mx = kNegInf;
+  for (std::size_t j = 0; j < set.size(); ++j) {
+    double dot = 0.0;
+    const double* k = rv.k + set[j].key * p.d;
+    for (int c = 0; c < p.d; ++c) dot += rv.q[c] * k[c];
+    w[j] = p.scale * dot + set[j].bias;
+    mx = std::max(mx, w[j]);
+  }
+  if (mx == kNegInf) {
+    std::fill(w.begin(), w.end(), 0.0);
+    return kNegInf;
+  }
+  double sum = 0.0;
+  for (double& x : w) sum += (x = std::exp(x - mx));
+  for (double& x : w) x /= sum;
+  return mx + std::log(sum);
+}
+
+}  // namespace
+
+Output attend_sets(const DoubleProblem& p, const KeySets& sets) {
+  Output o{std::vector<double>(sets.size() * static_cast<std::size_t>(p.d), 0.0), std::vector<double>(sets.size(), kNegInf)};
+  std::vector<double> w;
+  for (std::size_t r = 0; r < sets.size(); ++r) {
+    const RowView rv = row_view(p, r);
+    o.lse[r] = row_weights(p, rv, sets[r], w);
+    for (std::size_t j = 0; j < sets[r].size(); ++j)
+      for (int c = 0; c < p.d; ++c) o.out[r * p.d + c] += w[j] * rv.v[sets[r][j].key * p.d + c];
+  }
+  return o;
+}
+
+Gradients backward_sets(const DoubleProblem& p, const KeySets& sets, const std::vector<double>& d_out,
+                        const std::vector<double>& d_lse) {
+  Gradients g{std::vector<double>(p.q.size(), 0.0), std::vector<double>(p.k.size(), 0.0), std::vector<double>(p.v.size(), 0.0)};
+  const Output o = attend_sets(p, sets);
+  std::vector<double> w;
+  for (std::size_t r = 0; r < sets.size(); ++r) {
+    const RowView rv = row_view(p, r);
+    if (row_weights(p, rv, sets[r], w) == kNegInf) continue;
+    const double* go = d_out.data() + r * p.d;
+    double delta = d_lse.empty() ? 0.0 : -d_lse[r];
+    for (int c = 0; c < p.d; ++c) delta += go[c] * o.out[r * p.d + c];
+    const std::int64_t kv = (rv.b * p.heads_kv + rv.hkv) * p.seq_kv;
+    for (std::size_t j = 0; j < sets[r].size(); ++j) {
+      const std::int64_t key = sets[r][j].key;
+      const double* v = rv.v + key * p.d;
+      const double* k = rv.k + key * p.d;
+      double dp = 0.0;
+      for (int c = 0; c < p.d; ++c) dp += go[c] * v[c];
+      const double ds = w[j] * (dp - delta);
+      for (int c = 0; c < p.d; ++c) {
+        g.dq[r * p.d + c] += p.scale * ds * k[c];
+        g.dk[(kv + key) * p.d + c] += p.scale * ds * rv.q[c];
+        g.dv[(kv + key) * p.d + c] += w[j] * go[c];
+      }
+    }
+  }
+  return g;
+}
+
+double loss_sets(const DoubleProblem& p, const KeySets& sets, const std::vector<double>& d_out,
+                 const std::vector<double>& d_lse) {
+  const Output o = attend_sets(p, sets);
+  double l = 0.0;
+  for (std::size_t i = 0; i < o.out.size(); ++i) l += d_out[i] * o.out[i];
+  if (!d_lse.empty())
+    for (std::size_t r = 0; r < o.lse.size(); ++r)
+      if (o.lse[r] != kNegInf) l += d_lse[r] * o.lse[r];
+  return l;
 }
 
 }  // namespace hyperattn::reference

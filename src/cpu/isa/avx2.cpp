@@ -414,8 +414,14 @@ void dense(const DenseAttentionTile& t) {
 
 }  // namespace
 
+#define HYPERATTN_BWD_W 8
+#define HYPERATTN_BWD_RB 2
+#include "cpu/isa/backward_impl.hpp"  // backward(), backward_scratch_floats()
+#undef HYPERATTN_BWD_W
+#undef HYPERATTN_BWD_RB
+
 extern const AttentionKernel kKernel;  // declared in cpu/kernel_table.cpp
-const AttentionKernel kKernel{"avx2", &dense, &scratch_floats};
+const AttentionKernel kKernel{"avx2", &dense, &scratch_floats, nullptr, &backward, &backward_scratch_floats};
 
 }  // namespace hyperattn::cpu::avx2
 

@@ -1054,8 +1054,14 @@ void dense(const DenseAttentionTile& t) {
 
 }  // namespace
 
+#define HYPERATTN_BWD_W 16
+#define HYPERATTN_BWD_RB 4
+#include "cpu/isa/backward_impl.hpp"  // backward(), backward_scratch_floats()
+#undef HYPERATTN_BWD_W
+#undef HYPERATTN_BWD_RB
+
 extern const AttentionKernel kKernel;  // declared in cpu/kernel_table.cpp
-const AttentionKernel kKernel{"avx512", &dense, &scratch_floats, &compact_windows};
+const AttentionKernel kKernel{"avx512", &dense, &scratch_floats, &compact_windows, &backward, &backward_scratch_floats};
 
 }  // namespace hyperattn::cpu::avx512
 

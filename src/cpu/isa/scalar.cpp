@@ -138,7 +138,13 @@ void dense(const DenseAttentionTile& t) {
 
 }  // namespace
 
+#define HYPERATTN_BWD_W 4
+#define HYPERATTN_BWD_RB 2
+#include "cpu/isa/backward_impl.hpp"  // backward(), backward_scratch_floats()
+#undef HYPERATTN_BWD_W
+#undef HYPERATTN_BWD_RB
+
 extern const AttentionKernel kKernel;
-const AttentionKernel kKernel{"scalar", &dense, &scratch_floats};
+const AttentionKernel kKernel{"scalar", &dense, &scratch_floats, nullptr, &backward, &backward_scratch_floats};
 
 }  // namespace hyperattn::cpu::scalar

@@ -1,0 +1,349 @@
+// tests/core/test_backward.cpp: the backward pass of exact attention and HyperAttention against the
+// double-precision closed form (reference::backward_sets over the reference's own key sets), which
+// is itself checked against central finite differences.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "attention_tester.hpp"
+#include "reference/reference.hpp"
+
+namespace hyperattn::testing {
+namespace {
+
+// The gradients of one problem: dO and dLSE drawn at random, dq/dk/dv written by the library.
+struct GradProblem {
+  Problem p;
+  Tensor d_out, dq, dk, dv;
+  std::vector<float> d_lse;
+
+  GradProblem(Shape s, DType dtype, Layout layout, std::uint64_t seed, DType grad_dtype = DType::f32)
+      : p(s, dtype, layout, seed),
+        d_out(dtype, s.batch, s.heads_q, s.seq_q, s.head_dim, layout),
+        dq(grad_dtype, s.batch, s.heads_q, s.seq_q, s.head_dim, layout),
+        dk(grad_dtype, s.batch, s.heads_kv, s.seq_kv, s.head_dim, layout),
+        dv(grad_dtype, s.batch, s.heads_kv, s.seq_kv, s.head_dim, layout),
+        d_lse(static_cast<std::size_t>(s.batch * s.heads_q * s.seq_q)) {
+    std::mt19937_64 gen(seed + 1000);
+    d_out.fill_normal(gen, 1.0f);
+    std::normal_distribution<float> nd(0.0f, 0.5f);
+    for (float& x : d_lse) x = nd(gen);
+  }
+  AttentionGradArgs grad_args(bool with_d_lse = true) {
+    AttentionGradArgs g;
+    const AttentionArgs a = p.args();
+    g.q = a.q;
+    g.k = a.k;
+    g.v = a.v;
+    g.out = a.out;
+    g.lse = a.lse;
+    g.d_out = d_out.view;
+    if (with_d_lse) g.d_lse = LseView::contiguous(d_lse.data(), p.shape.heads_q, p.shape.seq_q);
+    g.dq = dq.view;
+    g.dk = dk.view;
+    g.dv = dv.view;
+    return g;
+  }
+  std::vector<double> d_out_double() const { return reference::to_double(d_out.view); }
+  std::vector<double> d_lse_double() const { return {d_lse.begin(), d_lse.end()}; }
+};
+
+std::vector<double> values(const Tensor& t) { return reference::to_double(t.view); }
+
+// max |x - ref| / max |ref| (1 where ref is all zero and x is not).
+double relative_max_error(const std::vector<double>& x, const std::vector<double>& ref) {
+  double err = 0.0, mag = 0.0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double e = std::abs(x[i] - ref[i]);
+    err = std::max(err, std::isnan(e) ? INFINITY : e);
+    mag = std::max(mag, std::abs(ref[i]));
+  }
+  return mag > 0.0 ? err / mag : (err > 0.0 ? 1.0 : 0.0);
+}
+
+// Tolerance of a gradient relative to its largest element (docs/numerics.md, "Backward"): every
+// term passes through fp32 dot products of length d and sums over up to `keys` keys (or rows), each
+// contributing at most eps32 relative error of the terms' magnitude; the terms' magnitudes exceed
+// the result's largest element by at most ~8x on these unit-variance problems. bf16 inputs add the
+// rounding of O (used in delta = <dO, O>) and of the gradients to 8 bits: 2^-8 each.
+double grad_tolerance(DType dtype, DType grad_dtype, std::int64_t head_dim, std::int64_t keys) {
+  const double eps = 0x1.0p-24;
+  double tol = 8.0 * 4.0 * static_cast<double>(head_dim + keys) * eps;
+  if (dtype == DType::bf16) tol += 3.0 * 0x1.0p-8;
+  if (grad_dtype == DType::bf16) tol += 0x1.0p-8;
+  return tol;
+}
+
+void expect_gradients_match(GradProblem& gp, const reference::Gradients& ref, double tol, const char* what) {
+  EXPECT_LE(relative_max_error(values(gp.dq), ref.dq), tol) << what << ": dq";
+  EXPECT_LE(relative_max_error(values(gp.dk), ref.dk), tol) << what << ": dk";
+  EXPECT_LE(relative_max_error(values(gp.dv), ref.dv), tol) << what << ": dv";
+}
+
+// ---- the reference against finite differences --------------------------------------------------
+
+// Central differences of the closed form's loss over fixed key sets, for every coordinate.
+void check_reference_by_finite_differences(const AttentionArgs& args, const AttentionConfig& config,
+                                           const reference::KeySets& sets, std::uint64_t seed) {
+  reference::DoubleProblem dp = reference::to_problem(args, config);
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  std::vector<double> d_out(dp.q.size()), d_lse(static_cast<std::size_t>(dp.batch * dp.heads_q * dp.seq_q));
+  for (double& x : d_out) x = nd(gen);
+  for (double& x : d_lse) x = nd(gen);
+  const reference::Gradients g = reference::backward_sets(dp, sets, d_out, d_lse);
+  const double h = 1e-5;
+  double worst = 0.0;
+  for (int which = 0; which < 3; ++which) {
+    std::vector<double>& x = which == 0 ? dp.q : which == 1 ? dp.k : dp.v;
+    const std::vector<double>& gx = which == 0 ? g.dq : which == 1 ? g.dk : g.dv;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const double x0 = x[i];
+      x[i] = x0 + h;
+      const double up = reference::loss_sets(dp, sets, d_out, d_lse);
+      x[i] = x0 - h;
+      const double down = reference::loss_sets(dp, sets, d_out, d_lse);
+      x[i] = x0;
+      const double fd = (up - down) / (2.0 * h);
+      // Truncation h^2 * f''' and rounding eps64 * |loss| / h: both below 1e-6 here.
+      worst = std::max(worst, std::abs(fd - gx[i]) / (1.0 + std::abs(fd)));
+    }
+  }
+  EXPECT_LT(worst, 1e-6);
+}
+
+TEST(ReferenceBackward, ExactMatchesFiniteDifferences) {
+  for (bool causal : {false, true})
+    for (auto [nq, nk] : {std::pair<std::int64_t, std::int64_t>{6, 6}, {4, 7}, {7, 4}}) {
+      Problem p({1, 2, 1, nq, nk, 16}, DType::f32, Layout::bhsd, 11);
+      AttentionConfig c;
+      c.causal = causal;
+      reference::KeySets sets;
+      ASSERT_TRUE(reference::exact_key_sets(p.args(), c, &sets).ok());
+      SCOPED_TRACE(::testing::Message() << "causal " << causal << " nq " << nq << " nk " << nk);
+      check_reference_by_finite_differences(p.args(), c, sets, 5);
+    }
+}
+
+TEST(ReferenceBackward, HyperMatchesFiniteDifferencesIncludingMerges) {
+  // Small enough for every coordinate, large enough that the causal recursion approximates an
+  // off-diagonal block (its rows merge an exact leaf with sampled keys carrying log w biases).
+  for (bool causal : {false, true}) {
+    Problem p({1, 2, 1, 24, 24, 16}, DType::f32, Layout::bhsd, 12);
+    AttentionConfig c;
+    c.causal = causal;
+    c.block_size = 4;
+    c.sample_size = 3;
+    c.min_seq_len = 6;
+    c.lsh_bits = 3;
+    reference::KeySets sets;
+    ASSERT_TRUE(reference::hyper_key_sets(p.args(), c, {}, &sets).ok());
+    bool weighted = false;
+    for (const auto& s : sets)
+      for (const auto& e : s) weighted = weighted || e.bias != 0.0;
+    ASSERT_TRUE(weighted) << "the test must exercise sampled (weighted) keys";
+    SCOPED_TRACE(::testing::Message() << "causal " << causal);
+    check_reference_by_finite_differences(p.args(), c, sets, 6);
+  }
+}
+
+// ---- exact attention ---------------------------------------------------------------------------
+
+struct ExactCase {
+  Shape shape;
+  bool causal;
+  DType dtype;
+  Layout layout;
+  DType grad_dtype;
+};
+
+TEST(ExactBackward, MatchesClosedForm) {
+  const ExactCase cases[] = {
+      {{1, 1, 1, 200, 200, 64}, false, DType::f32, Layout::bhsd, DType::f32},
+      {{1, 1, 1, 200, 200, 64}, true, DType::f32, Layout::bhsd, DType::f32},
+      {{2, 4, 2, 77, 300, 32}, true, DType::f32, Layout::bshd, DType::f32},    // GQA, bottom-right causal
+      {{1, 3, 1, 300, 77, 16}, true, DType::f32, Layout::padded, DType::f32},  // rows that see nothing
+      {{1, 2, 2, 130, 190, 128}, false, DType::f32, Layout::padded, DType::f32},
+      {{1, 4, 1, 150, 150, 64}, true, DType::bf16, Layout::bshd, DType::bf16},
+      {{1, 2, 1, 100, 260, 64}, false, DType::bf16, Layout::bhsd, DType::f32},
+  };
+  for (const ExactCase& ec : cases) {
+    GradProblem gp(ec.shape, ec.dtype, ec.layout, 21, ec.grad_dtype);
+    AttentionConfig c;
+    c.causal = ec.causal;
+    ASSERT_TRUE(exact_attention(gp.p.args(), c).ok());
+    const Status s = exact_attention_backward(gp.grad_args(), c);
+    ASSERT_TRUE(s.ok()) << s.message();
+    reference::KeySets sets;
+    ASSERT_TRUE(reference::exact_key_sets(gp.p.args(), c, &sets).ok());
+    const reference::Gradients ref =
+        reference::backward_sets(reference::to_problem(gp.p.args(), c), sets, gp.d_out_double(), gp.d_lse_double());
+    SCOPED_TRACE(::testing::Message() << "nq " << ec.shape.seq_q << " nk " << ec.shape.seq_kv << " d " << ec.shape.head_dim
+                                    << " causal " << ec.causal << " " << to_string(ec.dtype));
+    expect_gradients_match(gp, ref, grad_tolerance(ec.dtype, ec.grad_dtype, ec.shape.head_dim, std::max(ec.shape.seq_q, ec.shape.seq_kv)), "exact");
+  }
+}
+
+TEST(ExactBackward, RowsThatSeeNothingGetZeroGradient) {
+  GradProblem gp({1, 1, 1, 40, 10, 16}, DType::f32, Layout::bhsd, 3);
+  AttentionConfig c;
+  c.causal = true;  // rows 0..29 see no key
+  ASSERT_TRUE(exact_attention(gp.p.args(), c).ok());
+  ASSERT_TRUE(exact_attention_backward(gp.grad_args(), c).ok());
+  for (std::int64_t i = 0; i < 30; ++i)
+    for (std::int64_t e = 0; e < 16; ++e) ASSERT_EQ(gp.dq.get(0, 0, i, e), 0.0f) << "row " << i;
+}
+
+// ---- HyperAttention ----------------------------------------------------------------------------
+
+struct HyperCase {
+  Shape shape;
+  bool causal;
+  Sampling sampling;
+  std::int64_t sinks, window;
+  DType dtype;
+  Layout layout;
+};
+
+AttentionConfig small_hyper(bool causal, Sampling sampling, std::int64_t sinks, std::int64_t window) {
+  AttentionConfig c;
+  c.causal = causal;
+  c.block_size = 32;
+  c.sample_size = 32;
+  c.min_seq_len = 64;
+  c.lsh_bits = 4;
+  c.seed = 7;
+  c.sampling = sampling;
+  c.sink_keys = sinks;
+  c.local_window = window;
+  return c;
+}
+
+TEST(HyperBackward, MatchesClosedFormOfTheEstimator) {
+  const HyperCase cases[] = {
+      {{1, 2, 1, 512, 512, 64}, false, Sampling::uniform, 0, 0, DType::f32, Layout::bhsd},
+      {{1, 2, 1, 512, 512, 64}, true, Sampling::uniform, 0, 0, DType::f32, Layout::bhsd},
+      {{2, 4, 2, 300, 500, 32}, true, Sampling::uniform, 0, 0, DType::f32, Layout::bshd},  // GQA, ragged, n_q < n_k
+      {{1, 2, 2, 450, 450, 64}, true, Sampling::stratified, 8, 0, DType::f32, Layout::padded},
+      {{1, 2, 1, 520, 520, 64}, true, Sampling::uniform, 0, 24, DType::f32, Layout::bhsd},  // local window
+      {{1, 3, 1, 400, 400, 64}, false, Sampling::stratified, 5, 0, DType::bf16, Layout::bshd},
+  };
+  for (const HyperCase& hc : cases) {
+    GradProblem gp(hc.shape, hc.dtype, hc.layout, 31);
+    const AttentionConfig c = small_hyper(hc.causal, hc.sampling, hc.sinks, hc.window);
+    ASSERT_TRUE(hyper_attention(gp.p.args(), c).ok());
+    const Status s = hyper_attention_backward(gp.grad_args(), c);
+    ASSERT_TRUE(s.ok()) << s.message();
+    reference::KeySets sets;
+    ASSERT_TRUE(reference::hyper_key_sets(gp.p.args(), c, {}, &sets).ok());
+    std::size_t weighted = 0;
+    for (const auto& set : sets)
+      for (const auto& e : set) weighted += e.bias != 0.0;
+    ASSERT_GT(weighted, 0u) << "the case must approximate something";
+    const reference::Gradients ref =
+        reference::backward_sets(reference::to_problem(gp.p.args(), c), sets, gp.d_out_double(), gp.d_lse_double());
+    SCOPED_TRACE(::testing::Message() << "nq " << hc.shape.seq_q << " nk " << hc.shape.seq_kv << " causal " << hc.causal
+                                    << " sampling " << static_cast<int>(hc.sampling) << " sinks " << hc.sinks
+                                    << " window " << hc.window << " " << to_string(hc.dtype));
+    // Sums run over at most a causal leaf's keys (min_seq_len) plus the samples of every level.
+    expect_gradients_match(gp, ref, grad_tolerance(hc.dtype, DType::f32, hc.shape.head_dim, 4 * c.min_seq_len), "hyper");
+  }
+}
+
+TEST(HyperBackward, OneBlockNoSamplesIsExactAttentionsGradient) {
+  for (bool causal : {false, true}) {
+    GradProblem a({1, 2, 1, 300, 300, 64}, DType::f32, Layout::bhsd, 41);
+    GradProblem b({1, 2, 1, 300, 300, 64}, DType::f32, Layout::bhsd, 41);
+    AttentionConfig c;
+    c.causal = causal;
+    c.block_size = 512;
+    c.sample_size = 0;
+    c.min_seq_len = 0;
+    ASSERT_TRUE(hyper_attention(a.p.args(), c).ok());
+    ASSERT_TRUE(hyper_attention_backward(a.grad_args(), c).ok());
+    AttentionConfig e;
+    e.causal = causal;
+    ASSERT_TRUE(exact_attention(b.p.args(), e).ok());
+    ASSERT_TRUE(exact_attention_backward(b.grad_args(), e).ok());
+    reference::KeySets sets;
+    ASSERT_TRUE(reference::exact_key_sets(b.p.args(), e, &sets).ok());
+    const reference::Gradients ref =
+        reference::backward_sets(reference::to_problem(b.p.args(), e), sets, b.d_out_double(), b.d_lse_double());
+    expect_gradients_match(a, ref, grad_tolerance(DType::f32, DType::f32, 64, 300), "hyper with one block");
+    expect_gradients_match(b, ref, grad_tolerance(DType::f32, DType::f32, 64, 300), "exact");
+  }
+}
+
+TEST(HyperBackward, SameBytesForAnyThreadCount) {
+  for (Sampling sampling : {Sampling::uniform, Sampling::stratified, Sampling::value_norm, Sampling::position_stratified})
+    for (bool causal : {false, true}) {
+      std::vector<std::vector<double>> first;
+      for (int threads : {1, 2, 3, 7}) {
+        GradProblem gp({1, 4, 2, 400, 400, 32}, DType::f32, Layout::bhsd, 51);
+        AttentionConfig c = small_hyper(causal, sampling, 4, causal ? 16 : 0);
+        c.threads = threads;
+        ASSERT_TRUE(hyper_attention(gp.p.args(), c).ok());
+        ASSERT_TRUE(hyper_attention_backward(gp.grad_args(), c).ok());
+        std::vector<std::vector<double>> now = {values(gp.dq), values(gp.dk), values(gp.dv)};
+        for (const auto& x : now)
+          for (double y : x) ASSERT_TRUE(std::isfinite(y));
+        if (first.empty())
+          first = now;
+        else
+          for (int i = 0; i < 3; ++i)
+            ASSERT_TRUE(std::memcmp(first[i].data(), now[i].data(), first[i].size() * sizeof(double)) == 0)
+                << "sampling " << static_cast<int>(sampling) << " causal " << causal << " threads " << threads << " tensor " << i;
+      }
+    }
+}
+
+TEST(HyperBackward, WithoutDLseMatchesClosedForm) {
+  GradProblem gp({1, 2, 1, 512, 512, 64}, DType::f32, Layout::bhsd, 61);
+  const AttentionConfig c = small_hyper(true, Sampling::uniform, 0, 0);
+  ASSERT_TRUE(hyper_attention(gp.p.args(), c).ok());
+  ASSERT_TRUE(hyper_attention_backward(gp.grad_args(/*with_d_lse=*/false), c).ok());
+  reference::KeySets sets;
+  ASSERT_TRUE(reference::hyper_key_sets(gp.p.args(), c, {}, &sets).ok());
+  const reference::Gradients ref = reference::backward_sets(reference::to_problem(gp.p.args(), c), sets, gp.d_out_double(), {});
+  expect_gradients_match(gp, ref, grad_tolerance(DType::f32, DType::f32, 64, 4 * c.min_seq_len), "no d_lse");
+}
+
+// ---- the door ----------------------------------------------------------------------------------
+
+TEST(BackwardErrors, NameTheArgument) {
+  GradProblem gp({1, 2, 1, 64, 64, 32}, DType::f32, Layout::bhsd, 71);
+  AttentionConfig c;
+  ASSERT_TRUE(exact_attention(gp.p.args(), c).ok());
+  auto expect_error = [&](AttentionGradArgs g, const char* needle) {
+    const Status s = exact_attention_backward(g, c);
+    ASSERT_FALSE(s.ok()) << needle;
+    EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+    const Status h = hyper_attention_backward(g, c);
+    ASSERT_FALSE(h.ok()) << needle;
+  };
+  AttentionGradArgs g = gp.grad_args();
+  g.lse.data = nullptr;
+  expect_error(g, "lse");
+  g = gp.grad_args();
+  g.dq.shape[2] = 63;
+  expect_error(g, "dq");
+  g = gp.grad_args();
+  g.dk = gp.p.q.view;  // shape fits (heads 1 vs 2 differs) -> shape error naming dk
+  expect_error(g, "dk");
+  g = gp.grad_args();
+  g.dv.data = gp.dk.view.data;  // the same memory as dk
+  expect_error(g, "overlaps");
+  g = gp.grad_args();
+  g.d_out.dtype = DType::f16;
+  expect_error(g, "d_out");
+  g = gp.grad_args();
+  g.dq.stride[2] = 8;  // rows overlap
+  expect_error(g, "dq");
+}
+
+}  // namespace
+}  // namespace hyperattn::testing
