@@ -242,6 +242,63 @@ void BM_api(benchmark::State& state, bool hyper, DType dtype, int head_dim, std:
   if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(total / peak, benchmark::Counter::kIsRate);
 }
 
+// The backward pass through the public API (batch 1, `heads` heads, f32 gradients, kApiThreads
+// threads): the backward alone (with_forward false; the forward runs once before timing), or
+// forward + backward. FLOPS counts the forward's attended FLOPs (as BM_api) times 2.5 for the
+// backward (FlashAttention's convention: 5 matrix products of the 2 forward ones) and 3.5 for
+// forward + backward; peak_frac against the fp32 FMA peak.
+void BM_backward(benchmark::State& state, bool hyper, DType dtype, int head_dim, std::int64_t seq, bool causal, int heads,
+                 bool with_forward) {
+  const std::int64_t numel = heads * seq * head_dim;
+  Data q(numel, 11), k(numel, 12), v(numel, 13), d_out(numel, 14);
+  const std::size_t es = dtype == DType::f32 ? 4 : 2;
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(numel) * es);        // [1, heads, seq, d]
+  std::vector<float> lse(static_cast<std::size_t>(heads * seq));               // [1, heads, seq]
+  std::vector<float> dq(static_cast<std::size_t>(numel)), dk(dq.size()), dv(dq.size());  // [1, heads, seq, d] f32
+  using hyperattn::TensorView;
+  hyperattn::AttentionGradArgs g;
+  g.q = TensorView::bhsd(q.data(dtype), dtype, 1, heads, seq, head_dim);
+  g.k = TensorView::bhsd(k.data(dtype), dtype, 1, heads, seq, head_dim);
+  g.v = TensorView::bhsd(v.data(dtype), dtype, 1, heads, seq, head_dim);
+  g.out = TensorView::bhsd(out.data(), dtype, 1, heads, seq, head_dim);
+  g.lse = hyperattn::LseView::contiguous(lse.data(), heads, seq);
+  g.d_out = TensorView::bhsd(d_out.data(dtype), dtype, 1, heads, seq, head_dim);
+  g.dq = TensorView::bhsd(dq.data(), DType::f32, 1, heads, seq, head_dim);
+  g.dk = TensorView::bhsd(dk.data(), DType::f32, 1, heads, seq, head_dim);
+  g.dv = TensorView::bhsd(dv.data(), DType::f32, 1, heads, seq, head_dim);
+  const hyperattn::AttentionArgs args{g.q, g.k, g.v, g.out, g.lse};
+  hyperattn::AttentionConfig config;
+  config.causal = causal;
+  config.threads = kApiThreads;
+  auto forward = [&] { return hyper ? hyperattn::hyper_attention(args, config) : hyperattn::exact_attention(args, config); };
+  auto backward = [&] {
+    return hyper ? hyperattn::hyper_attention_backward(g, config) : hyperattn::exact_attention_backward(g, config);
+  };
+  if (!with_forward) {
+    const hyperattn::Status status = forward();
+    if (!status.ok()) {
+      state.SkipWithError(status.message().c_str());
+      return;
+    }
+  }
+  const double n = static_cast<double>(seq);
+  const double attended = hyper ? static_cast<double>(config.block_size + config.sample_size) * n
+                                : (causal ? n * (n + 1) / 2 : n * n);
+  const double flops = 4.0 * attended * head_dim * heads * (with_forward ? 3.5 : 2.5);
+  for (auto _ : state) {
+    hyperattn::Status status = with_forward ? forward() : hyperattn::Status::Ok();
+    if (status.ok()) status = backward();
+    if (!status.ok()) {
+      state.SkipWithError(status.message().c_str());
+      return;
+    }
+    benchmark::ClobberMemory();
+  }
+  const double total = flops * static_cast<double>(state.iterations());
+  state.counters["FLOPS"] = benchmark::Counter(total, benchmark::Counter::kIsRate);
+  if (g_peaks.f32_all > 0) state.counters["peak_frac"] = benchmark::Counter(total / g_peaks.f32_all, benchmark::Counter::kIsRate);
+}
+
 const char* dtype_name(DType dtype) { return dtype == DType::f32 ? "f32" : "bf16"; }
 
 void register_all() {
@@ -289,6 +346,34 @@ void register_all() {
                                        BM_api, true, dtype, d, seq, causal, 1)
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime();
+    }
+  // The backward pass (issue 13's targets): exact backward at 16384; exact and HyperAttention
+  // forward + backward up to 131072 (exact at 131072 takes about a minute per iteration: filter).
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (int d : {64, 128}) {
+      const std::string tail = std::string("/") + dtype_name(dtype) + "/head_dim:" + std::to_string(d);
+      for (bool causal : {false, true}) {
+        const std::string c = causal ? "/causal" : "";
+        benchmark::RegisterBenchmark(("exact_backward" + tail + "/seq:16384/heads:1" + c).c_str(), BM_backward, false, dtype, d,
+                                     std::int64_t{16384}, causal, 1, false)
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+        for (std::int64_t seq : {16384, 32768, 131072}) {
+          benchmark::RegisterBenchmark(("exact_forward_backward" + tail + "/seq:" + std::to_string(seq) + "/heads:1" + c).c_str(),
+                                       BM_backward, false, dtype, d, seq, causal, 1, true)
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime()
+              ->Iterations(1);
+          benchmark::RegisterBenchmark(("hyper_forward_backward" + tail + "/seq:" + std::to_string(seq) + "/heads:1" + c).c_str(),
+                                       BM_backward, true, dtype, d, seq, causal, 1, true)
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+          benchmark::RegisterBenchmark(("hyper_backward" + tail + "/seq:" + std::to_string(seq) + "/heads:1" + c).c_str(),
+                                       BM_backward, true, dtype, d, seq, causal, 1, false)
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+        }
+      }
     }
 }
 

@@ -2,6 +2,7 @@
 #include "core/engine.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -234,6 +235,7 @@ struct ThreadScratch {
   std::vector<std::int32_t> row_window;  // [rows of a block][2]
   std::vector<std::int32_t> row_keys;    // [block + samples + window span]
   std::vector<float> row_bias;           // [block + samples + window span]
+  std::vector<float> dq;                 // backward: [rows of a block][head_dim]
 };
 
 // Fills keys/bias for approximated block `beta` of part p: the sinks, the block's keys, then the
@@ -767,7 +769,7 @@ Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
 namespace {
 
 constexpr std::int64_t kBackwardKeyChunk = 128;  // keys per dK/dV item of an exact part
-constexpr std::int64_t kBackwardRowChunk = 128;  // rows per dQ item of an exact part
+constexpr std::int64_t kBackwardRowChunk = 512;  // rows per dQ item of an exact part
 constexpr float kPosInf = std::numeric_limits<float>::infinity();
 
 // An fp32 gradient accumulator [batch, heads, seq, d]: the caller's f32 view, or our buffer.
@@ -890,84 +892,98 @@ cpu::BackwardTile backward_tile(const GradContext& gc, std::int64_t b, std::int6
   return t;
 }
 
-// The exact parts of a phase: dK/dV by key chunks, then dQ by row chunks.
+// The exact parts of a phase in one pass (5 matrix products per tile, none recomputed). An item is
+// a chunk of keys of one key-value head: it owns their dK/dV, looping over the query heads of the
+// group and their row blocks in order. Its dQ contribution to a row block (computed into scratch)
+// is added after the one of the previous key chunk: each row block's counter says how many chunks
+// have added theirs, so dQ sums over the chunks in key order whatever thread runs which chunk.
+// Items start in index order (parallel_for), so the chunk a thread waits for is always running.
 void backward_exact_parts(GradContext& gc, const Phase& phase, std::vector<ThreadScratch>& scratch) {
   Context& ctx = gc.ctx;
   struct Chunk {
     std::int32_t part;
-    std::int64_t bh;  // b * heads + h (heads_kv for key chunks, heads_q for row chunks)
-    std::int64_t lo;
+    std::int64_t bh;  // b * heads_kv + hkv
+    std::int64_t lo;  // first key, relative to the part's k0
+    std::int64_t index;
+    std::size_t counters;  // the part's first row-block counter of this (b, hkv)'s first query head
   };
-  std::vector<Chunk> key_chunks, row_chunks;
+  std::vector<Chunk> chunks;
+  std::size_t n_counters = 0;
   for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
     const Part& p = phase.parts[pi];
     if (p.approximate) continue;
-    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh)
-      for (std::int64_t lo = 0; lo < p.k1 - p.k0; lo += kBackwardKeyChunk) key_chunks.push_back({static_cast<std::int32_t>(pi), bh, lo});
-    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_q; ++bh)
-      for (std::int64_t lo = 0; lo < p.q1 - p.q0; lo += kBackwardRowChunk) row_chunks.push_back({static_cast<std::int32_t>(pi), bh, lo});
+    const std::int64_t row_blocks = (p.q1 - p.q0 + kBackwardRowChunk - 1) / kBackwardRowChunk;
+    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh) {
+      for (std::int64_t lo = 0, c = 0; lo < p.k1 - p.k0; lo += kBackwardKeyChunk, ++c)
+        chunks.push_back({static_cast<std::int32_t>(pi), bh, lo, c, n_counters});
+      n_counters += static_cast<std::size_t>(ctx.group * row_blocks);
+    }
   }
-  const bool causal_any = std::any_of(phase.parts.begin(), phase.parts.end(), [](const Part& p) { return p.causal_diagonal != cpu::kNoCausalMask; });
-  // Causal chunks differ in cost: the largest first balances the tail (results do not depend on the order).
-  if (causal_any) std::reverse(key_chunks.begin(), key_chunks.end());
-  cpu::parallel_for(static_cast<std::int64_t>(key_chunks.size()), ctx.threads, [&](std::int64_t i, int thread) {
-    const Chunk& c = key_chunks[static_cast<std::size_t>(i)];
+  if (chunks.empty()) return;
+  std::unique_ptr<std::atomic<std::int64_t>[]> added(new std::atomic<std::int64_t>[n_counters]);
+  for (std::size_t i = 0; i < n_counters; ++i) added[i].store(0, std::memory_order_relaxed);
+  for (ThreadScratch& s : scratch) s.dq.resize(static_cast<std::size_t>(kBackwardRowChunk * ctx.d));
+  cpu::parallel_for(static_cast<std::int64_t>(chunks.size()), ctx.threads, [&](std::int64_t i, int thread) {
+    const Chunk& c = chunks[static_cast<std::size_t>(i)];
     const Part& p = phase.parts[static_cast<std::size_t>(c.part)];
+    ThreadScratch& s = scratch[static_cast<std::size_t>(thread)];
     const std::int64_t b = c.bh / ctx.heads_kv, hkv = c.bh % ctx.heads_kv;
     const std::int64_t keys = std::min(kBackwardKeyChunk, p.k1 - p.k0 - c.lo);
-    for (std::int64_t hq = hkv * ctx.group; hq < (hkv + 1) * ctx.group; ++hq) {
-      cpu::BackwardTile t = backward_tile(gc, b, hq, scratch[static_cast<std::size_t>(thread)].kernel.get());
-      // Rows [q0, q1) against keys [k0 + lo, k0 + lo + keys): row q0 + r sees slot j iff
-      // lo + j <= r + diagonal.
-      t.q = static_cast<const std::byte*>(t.q) + p.q0 * t.q_row_stride * static_cast<std::int64_t>(ctx.esize);
-      t.d_out += p.q0 * t.d_out_row_stride;
-      t.lse += p.q0;
-      t.delta += p.q0;
-      t.rows = p.q1 - p.q0;
-      t.k = static_cast<const std::byte*>(t.k) + (p.k0 + c.lo) * t.k_row_stride * static_cast<std::int64_t>(ctx.esize);
-      t.v = static_cast<const std::byte*>(t.v) + (p.k0 + c.lo) * t.v_row_stride * static_cast<std::int64_t>(ctx.esize);
-      t.keys = keys;
-      t.causal_diagonal = p.causal_diagonal == cpu::kNoCausalMask ? cpu::kNoCausalMask : p.causal_diagonal - c.lo;
-      t.dk = gc.dk.head_rows(b, hkv) + (p.k0 + c.lo) * gc.dk.stride[2];
-      t.dv = gc.dv.head_rows(b, hkv) + (p.k0 + c.lo) * gc.dv.stride[2];
-      t.dkv_row_stride = gc.dk.stride[2];
-      if (gc.dv.stride[2] != gc.dk.stride[2]) {  // one stride serves both: add through a local pair then
-        std::vector<float> k_loc(static_cast<std::size_t>(keys * ctx.d)), v_loc(k_loc.size());
-        t.dk = k_loc.data();
-        t.dv = v_loc.data();
-        t.dkv_row_stride = ctx.d;
-        ctx.kernel.backward(t);
-        for (std::int64_t j = 0; j < keys; ++j)
-          for (int e = 0; e < ctx.d; ++e) {
-            gc.dk.head_rows(b, hkv)[(p.k0 + c.lo + j) * gc.dk.stride[2] + e] += k_loc[static_cast<std::size_t>(j * ctx.d + e)];
-            gc.dv.head_rows(b, hkv)[(p.k0 + c.lo + j) * gc.dv.stride[2] + e] += v_loc[static_cast<std::size_t>(j * ctx.d + e)];
-          }
-        continue;
+    const std::int64_t row_blocks = (p.q1 - p.q0 + kBackwardRowChunk - 1) / kBackwardRowChunk;
+    const bool causal = p.causal_diagonal != cpu::kNoCausalMask;
+    // Causal: row q0 + r sees key k0 + lo iff lo <= r + diagonal; earlier rows skip the chunk.
+    const std::int64_t first_row = causal ? std::max<std::int64_t>(0, c.lo - p.causal_diagonal) : 0;
+    std::vector<float> k_loc, v_loc;  // only when dk and dv have different row strides
+    for (std::int64_t g = 0; g < ctx.group; ++g) {
+      const std::int64_t hq = hkv * ctx.group + g;
+      for (std::int64_t rb = first_row / kBackwardRowChunk; rb < row_blocks; ++rb) {
+        const std::int64_t r0 = p.q0 + rb * kBackwardRowChunk, r1 = std::min(p.q1, r0 + kBackwardRowChunk);
+        cpu::BackwardTile t = backward_tile(gc, b, hq, s.kernel.get());
+        t.q = static_cast<const std::byte*>(t.q) + r0 * t.q_row_stride * static_cast<std::int64_t>(ctx.esize);
+        t.d_out += r0 * t.d_out_row_stride;
+        t.lse += r0;
+        t.delta += r0;
+        t.rows = r1 - r0;
+        t.k = static_cast<const std::byte*>(t.k) + (p.k0 + c.lo) * t.k_row_stride * static_cast<std::int64_t>(ctx.esize);
+        t.v = static_cast<const std::byte*>(t.v) + (p.k0 + c.lo) * t.v_row_stride * static_cast<std::int64_t>(ctx.esize);
+        t.keys = keys;
+        // Row r0 + r sees slot j iff lo + j <= (r0 - q0 + r) + diagonal.
+        t.causal_diagonal = causal ? p.causal_diagonal + (r0 - p.q0) - c.lo : cpu::kNoCausalMask;
+        std::fill_n(s.dq.data(), t.rows * ctx.d, 0.0f);
+        t.dq = s.dq.data();
+        t.dq_row_stride = ctx.d;
+        float* dk = gc.dk.head_rows(b, hkv) + (p.k0 + c.lo) * gc.dk.stride[2];
+        float* dv = gc.dv.head_rows(b, hkv) + (p.k0 + c.lo) * gc.dv.stride[2];
+        if (gc.dv.stride[2] == gc.dk.stride[2]) {
+          t.dk = dk;
+          t.dv = dv;
+          t.dkv_row_stride = gc.dk.stride[2];
+          ctx.kernel.backward(t);
+        } else {  // one stride serves both in the kernel: through a local pair
+          k_loc.assign(static_cast<std::size_t>(keys * ctx.d), 0.0f);
+          v_loc.assign(k_loc.size(), 0.0f);
+          t.dk = k_loc.data();
+          t.dv = v_loc.data();
+          t.dkv_row_stride = ctx.d;
+          ctx.kernel.backward(t);
+          for (std::int64_t j = 0; j < keys; ++j)
+            for (int e = 0; e < ctx.d; ++e) {
+              dk[j * gc.dk.stride[2] + e] += k_loc[static_cast<std::size_t>(j * ctx.d + e)];
+              dv[j * gc.dv.stride[2] + e] += v_loc[static_cast<std::size_t>(j * ctx.d + e)];
+            }
+        }
+        // dQ of the row block, after the previous chunk's (every chunk before this one sees the
+        // rows this one sees: they hold earlier keys).
+        std::atomic<std::int64_t>& turn = added[c.counters + static_cast<std::size_t>(g * row_blocks + rb)];
+        for (std::int64_t seen = turn.load(std::memory_order_acquire); seen != c.index; seen = turn.load(std::memory_order_acquire))
+          turn.wait(seen, std::memory_order_acquire);
+        float* dq = gc.dq.head_rows(b, hq) + r0 * gc.dq.stride[2];
+        for (std::int64_t r = 0; r < t.rows; ++r)
+          for (int e = 0; e < ctx.d; ++e) dq[r * gc.dq.stride[2] + e] += s.dq[static_cast<std::size_t>(r * ctx.d + e)];
+        turn.store(c.index + 1, std::memory_order_release);
+        turn.notify_all();
       }
-      ctx.kernel.backward(t);
     }
-  });
-  cpu::parallel_for(static_cast<std::int64_t>(row_chunks.size()), ctx.threads, [&](std::int64_t i, int thread) {
-    const Chunk& c = row_chunks[static_cast<std::size_t>(i)];
-    const Part& p = phase.parts[static_cast<std::size_t>(c.part)];
-    const std::int64_t b = c.bh / ctx.heads_q, hq = c.bh % ctx.heads_q;
-    const std::int64_t r0 = p.q0 + c.lo, r1 = std::min(p.q1, r0 + kBackwardRowChunk);
-    cpu::BackwardTile t = backward_tile(gc, b, hq, scratch[static_cast<std::size_t>(thread)].kernel.get());
-    t.q = static_cast<const std::byte*>(t.q) + r0 * t.q_row_stride * static_cast<std::int64_t>(ctx.esize);
-    t.d_out += r0 * t.d_out_row_stride;
-    t.lse += r0;
-    t.delta += r0;
-    t.rows = r1 - r0;
-    t.k = static_cast<const std::byte*>(t.k) + p.k0 * t.k_row_stride * static_cast<std::int64_t>(ctx.esize);
-    t.v = static_cast<const std::byte*>(t.v) + p.k0 * t.v_row_stride * static_cast<std::int64_t>(ctx.esize);
-    t.keys = p.k1 - p.k0;
-    if (p.causal_diagonal != cpu::kNoCausalMask) {
-      t.causal_diagonal = p.causal_diagonal + (r0 - p.q0);
-      t.keys = std::clamp<std::int64_t>(t.rows - 1 + t.causal_diagonal + 1, 0, t.keys);  // the last row's keys
-    }
-    t.dq = gc.dq.head_rows(b, hq) + r0 * gc.dq.stride[2];
-    t.dq_row_stride = gc.dq.stride[2];
-    if (t.keys > 0) ctx.kernel.backward(t);
   });
 }
 

@@ -26,11 +26,9 @@ constexpr int kBwdRT = 8 * kBwdRB;  // rows per tile
 typedef float bwd_vf __attribute__((vector_size(kBwdW * 4)));
 typedef int bwd_vi __attribute__((vector_size(kBwdW * 4)));
 
-inline bwd_vf bwd_splat(float x) {
-  bwd_vf v;
-  for (int i = 0; i < kBwdW; ++i) v[i] = x;
-  return v;
-}
+// A scalar operand of a vector operation is broadcast (one vbroadcastss; filling the lanes one by
+// one would store to the stack and stall the load that follows).
+inline bwd_vf bwd_splat(float x) { return x - bwd_vf{}; }
 inline bwd_vf bwd_load(const float* p) {
   bwd_vf v;
   __builtin_memcpy(&v, p, sizeof v);
@@ -121,7 +119,7 @@ inline void bwd_mm_abt(const float* a, const float* bt, int d, float* c) {
       bwd_vf b[4];
       for (int v = 0; v < 4; ++v) b[v] = bwd_load(bt + k * kBwdKT + v * kBwdW);
       for (int i = 0; i < kBwdRB; ++i) {
-        const bwd_vf x = bwd_splat(a[(r0 + i) * d + k]);
+        const float x = a[(r0 + i) * d + k];
         for (int v = 0; v < 4; ++v) acc[i][v] += x * b[v];
       }
     }
@@ -143,14 +141,14 @@ inline void bwd_acc_atb(const float* a, const float* b, int d, float* acc_out) {
           bwd_vf x[4];
           for (int v = 0; v < 4; ++v) x[v] = bwd_load(b + r * d + c0 + v * kBwdW);
           for (int i = 0; i < kBwdRB; ++i) {
-            const bwd_vf w = bwd_splat(a[r * kBwdKT + j0 + i]);
+            const float w = a[r * kBwdKT + j0 + i];
             for (int v = 0; v < 4; ++v) acc[i][v] += w * x[v];
           }
         }
       } else {
         for (int r = 0; r < kBwdRT; ++r)
           for (int i = 0; i < kBwdRB; ++i) {
-            const bwd_vf w = bwd_splat(a[r * kBwdKT + j0 + i]);
+            const float w = a[r * kBwdKT + j0 + i];
             for (int v = 0; v < nv; ++v) acc[i][v] += w * bwd_load(b + r * d + c0 + v * kBwdW);
           }
       }
@@ -173,14 +171,14 @@ inline void bwd_acc_ab(const float* a, const float* b, int d, float scale, std::
           bwd_vf x[4];
           for (int v = 0; v < 4; ++v) x[v] = bwd_load(b + j * d + c0 + v * kBwdW);
           for (int i = 0; i < kBwdRB; ++i) {
-            const bwd_vf w = bwd_splat(a[(r0 + i) * kBwdKT + j]);
+            const float w = a[(r0 + i) * kBwdKT + j];
             for (int v = 0; v < 4; ++v) acc[i][v] += w * x[v];
           }
         }
       } else {
         for (int j = 0; j < kBwdKT; ++j)
           for (int i = 0; i < kBwdRB; ++i) {
-            const bwd_vf w = bwd_splat(a[(r0 + i) * kBwdKT + j]);
+            const float w = a[(r0 + i) * kBwdKT + j];
             for (int v = 0; v < nv; ++v) acc[i][v] += w * bwd_load(b + j * d + c0 + v * kBwdW);
           }
       }
@@ -255,6 +253,8 @@ void backward(const BackwardTile& t) {
       bwd_mm_abt(s.q, s.kt, d, s.p);
       bwd_mm_abt(s.dout, s.vt, d, s.ds);
       const bwd_vf sc = bwd_splat(t.scale);
+      // Causal tiles below the diagonal are fully visible: no mask.
+      const bool mask_causal = causal && k0 + kBwdKT - 1 > r0 + t.causal_diagonal;
       for (int i = 0; i < kBwdRT; ++i) {
         const bwd_vf l = bwd_splat(s.lse[i]), dl = bwd_splat(s.delta[i]);
         const std::int64_t row = r0 + i;
@@ -262,11 +262,11 @@ void backward(const BackwardTile& t) {
           float* pp = s.p + i * kBwdKT + v * kBwdW;
           float* dd = s.ds + i * kBwdKT + v * kBwdW;
           bwd_vf x = bwd_load(pp) * sc + bwd_load(s.bias + v * kBwdW) - l;
-          if (causal || (masked_windows && i < nr)) {
+          if (mask_causal || (masked_windows && i < nr)) {
             bwd_vi slot;
             for (int e = 0; e < kBwdW; ++e) slot[e] = v * kBwdW + e;
             bwd_vi visible = slot >= 0;  // all lanes true
-            if (causal) {
+            if (mask_causal) {
               // key slot k0 + j visible iff k0 + j <= row + diagonal
               const std::int64_t limit = row + t.causal_diagonal - k0;
               const int lim = limit < -1 ? -1 : (limit > kBwdKT ? kBwdKT : static_cast<int>(limit));
