@@ -17,8 +17,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/nu
   "$py" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-deps=(numpy pytest torch transformers safetensors sentencepiece scikit-build-core nanobind)
-if ! "$venv/bin/python" -c 'import numpy, pytest, torch, transformers, safetensors, sentencepiece, scikit_build_core, nanobind' 2>/dev/null; then
+deps=(numpy pytest torch transformers safetensors sentencepiece scikit-build-core nanobind matplotlib)
+if ! "$venv/bin/python" -c 'import numpy, pytest, torch, transformers, safetensors, sentencepiece, scikit_build_core, nanobind, matplotlib' 2>/dev/null; then
   "${pip[@]}" install "${deps[@]}"
 fi
 "${pip[@]}" install --no-build-isolation .

@@ -72,6 +72,16 @@ def run_into(q, k, v, out, lse, o):
                     o["local_window"])
 
 
+def run_backward_into(q, k, v, out, lse, grad_out, grad_lse, dq, dk, dv, o):
+    """The gradients of attention into dq, dk, dv (arrays in the caller's layout; lse [batch, heads_q, seq_q])."""
+    b = o["bshd"]
+    _core.attention_backward(_frame(q, b), _frame(k, b), _frame(v, b), _frame(out, b), lse, _frame(grad_out, b),
+                             grad_lse, _frame(dq, b), _frame(dk, b), _frame(dv, b), o["method"], o["causal"],
+                             o["scale"], o["threads"], o["lsh_bits"], o["block_size"], o["sample_size"],
+                             o["min_seq_len"], o["seed"], o["preset"], o["bucket_order"], o["sampling"],
+                             o["sink_keys"], o["local_window"])
+
+
 def check_shapes(q, k, v, layout):
     names = "[batch, seq, heads, head_dim]" if layout == "bshd" else "[batch, heads, seq, head_dim]"
     for name, x in (("q", q), ("k", k), ("v", v)):
@@ -89,7 +99,7 @@ def attention(q, k, v, *, causal=False, scale=None, method="hyper", block_size=2
     attention). Any strides with the innermost 1 are read without a copy. Returns out (the shape
     and dtype of q, the same kind as q) or (out, lse) with lse [batch, heads_q, seq_q] float32 (natural
     log of the sum of exp of the scaled scores). Torch tensors go through the torch.ops.hyperattn.attention
-    operator (torch.compile traces it; it has no backward pass yet). Errors from the library are raised as
+    operator (torch.compile traces it; autograd runs hyperattn's backward pass). Errors from the library are raised as
     ValueError (dtypes: TypeError) with its message. The GIL is released while it computes.
     """
     o = options(causal=causal, scale=scale, method=method, block_size=block_size, sample_size=sample_size,

@@ -10,10 +10,6 @@ from . import _api, _core
 
 __all__ = ["HyperAttention", "attention", "scaled_dot_product_attention"]
 
-BACKWARD_MISSING = ("hyperattn: the backward pass of attention is not implemented yet (issue 13, 'Backward pass'); "
-                    "hyperattn's operator is forward-only: call it under torch.no_grad() / torch.inference_mode(), "
-                    "or detach its inputs")
-
 _DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -39,13 +35,15 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, meth
                sample_size: int, lsh_bits: int, min_seq_len: int, seed: int, preset: str, bshd: bool,
                threads: int, sampling: str, bucket_order: str, sink_keys: int, local_window: int,
                want_lse: bool) -> tuple[Tensor, Tensor]:
+    # The LSE is always computed (the backward needs it; it costs one float per row); want_lse is kept
+    # in the schema for compatibility.
     o = dict(causal=causal, scale=scale, method=method, block_size=block_size, sample_size=sample_size,
              lsh_bits=lsh_bits, min_seq_len=min_seq_len, seed=seed, preset=preset, bshd=bshd, threads=threads,
              sampling=sampling, bucket_order=bucket_order, sink_keys=sink_keys, local_window=local_window)
     out = torch.empty(q.shape, dtype=q.dtype)
-    lse = torch.empty(_lse_shape(q, bshd) if want_lse else (0,), dtype=torch.float32)
+    lse = torch.empty(_lse_shape(q, bshd), dtype=torch.float32)
     q, k, v = q.detach(), k.detach(), v.detach()
-    _api.run_into(q, k, v, out, lse if want_lse else None, o)
+    _api.run_into(q, k, v, out, lse, o)
     return out, lse
 
 
@@ -53,20 +51,66 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, meth
 def _(q, k, v, causal, scale, method, block_size, sample_size, lsh_bits, min_seq_len, seed, preset, bshd, threads,
       sampling, bucket_order, sink_keys, local_window, want_lse):
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    lse = q.new_empty(_lse_shape(q, bshd) if want_lse else (0,), dtype=torch.float32)
+    lse = q.new_empty(_lse_shape(q, bshd), dtype=torch.float32)
     return out, lse
 
 
+@torch.library.custom_op("hyperattn::attention_backward", mutates_args=(), device_types="cpu")
+def _attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad_out: Tensor,
+                        grad_lse: Tensor, causal: bool, scale: float, method: str, block_size: int, sample_size: int,
+                        lsh_bits: int, min_seq_len: int, seed: int, preset: str, bshd: bool, threads: int,
+                        sampling: str, bucket_order: str, sink_keys: int, local_window: int
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    """dq, dk, dv of hyperattn::attention (grad_lse: [batch, heads_q, seq_q] float32, or empty for none)."""
+    o = dict(causal=causal, scale=scale, method=method, block_size=block_size, sample_size=sample_size,
+             lsh_bits=lsh_bits, min_seq_len=min_seq_len, seed=seed, preset=preset, bshd=bshd, threads=threads,
+             sampling=sampling, bucket_order=bucket_order, sink_keys=sink_keys, local_window=local_window)
+    dq = torch.empty(q.shape, dtype=q.dtype)
+    dk = torch.empty(k.shape, dtype=k.dtype)
+    dv = torch.empty(v.shape, dtype=v.dtype)
+    gl = grad_lse if grad_lse.numel() > 0 else None
+    _api.run_backward_into(q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(), grad_out.detach(),
+                           gl.detach() if gl is not None else None, dq, dk, dv, o)
+    return dq, dk, dv
+
+
+@_attention_backward.register_fake
+def _(q, k, v, out, lse, grad_out, grad_lse, causal, scale, method, block_size, sample_size, lsh_bits, min_seq_len,
+      seed, preset, bshd, threads, sampling, bucket_order, sink_keys, local_window):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+_OPTION_NAMES = ("causal", "scale", "method", "block_size", "sample_size", "lsh_bits", "min_seq_len", "seed", "preset",
+                 "bshd", "threads", "sampling", "bucket_order", "sink_keys", "local_window")
+
+
 def _setup_context(ctx, inputs, output):
-    pass
+    q, k, v = inputs[:3]
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.options = inputs[3:3 + len(_OPTION_NAMES)]
+
+
+def _dense(x):
+    """A gradient as the library reads it: innermost stride 1 and no zero (broadcast) strides."""
+    return x if x.is_contiguous() else x.contiguous()
 
 
 def _backward(ctx, grad_out, grad_lse):
-    raise NotImplementedError(BACKWARD_MISSING)
+    q, k, v, out, lse = ctx.saved_tensors
+    opts = dict(zip(_OPTION_NAMES, ctx.options))
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
+    grad_out = _dense(grad_out.to(q.dtype) if grad_out.dtype not in (q.dtype, torch.float32) else grad_out)
+    grad_lse = torch.empty((0,), dtype=torch.float32) if grad_lse is None else _dense(grad_lse.to(torch.float32))
+    dq, dk, dv = torch.ops.hyperattn.attention_backward(
+        q, k, v, out, lse, grad_out, grad_lse, opts["causal"], opts["scale"], opts["method"], opts["block_size"],
+        opts["sample_size"], opts["lsh_bits"], opts["min_seq_len"], opts["seed"], opts["preset"], opts["bshd"],
+        opts["threads"], opts["sampling"], opts["bucket_order"], opts["sink_keys"], opts["local_window"])
+    return (dq, dk, dv) + (None,) * (len(_OPTION_NAMES) + 1)
 
 
 torch.library.register_autograd("hyperattn::attention", _backward, setup_context=_setup_context)
-
 
 
 def attention_op(q, k, v, o, return_lse):
@@ -104,7 +148,8 @@ class HyperAttention(torch.nn.Module):
     Same constructor and forward as the authors' code: forward(query, key, value, scale=None, causal=False,
     return_lse=False) on [batch, heads, n, dim] tensors; returns attn, or (attn, lse) with lse of shape
     [batch, heads, n, 1] as in their code. Extra keywords (seed, sampling, sink_keys, local_window,
-    preset, bucket_order, threads) go to hyperattn.attention. Forward only.
+    preset, bucket_order, threads) go to hyperattn.attention. Differentiable (autograd runs
+    hyperattn's backward pass: the gradient of the estimator the forward computed).
     """
 
     def __init__(self, input_dim=64, lsh_num_projs=7, block_size=256, sample_size=256, min_seq_len=4096,

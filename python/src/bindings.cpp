@@ -92,6 +92,86 @@ hyperattn::Sampling to_sampling(const std::string& s) {
                          s + "'").c_str());
 }
 
+hyperattn::AttentionConfig make_config(bool causal, double scale, int threads, int lsh_bits, std::int64_t block_size,
+                                       std::int64_t sample_size, std::int64_t min_seq_len, std::uint64_t seed,
+                                       const std::string& preset, const std::string& bucket_order,
+                                       const std::string& sampling, std::int64_t sink_keys, std::int64_t local_window) {
+  if (threads < 0)
+    throw nb::value_error(("threads: expected None or a positive count, got " + std::to_string(threads)).c_str());
+  if (!(scale >= 0.0))
+    throw nb::value_error(("scale: expected None or a positive number, got " + std::to_string(scale)).c_str());
+  hyperattn::AttentionConfig config;
+  config.causal = causal;
+  config.scale = static_cast<float>(scale);
+  config.threads = threads;
+  config.lsh_bits = lsh_bits;
+  config.block_size = block_size;
+  config.sample_size = sample_size;
+  config.min_seq_len = min_seq_len;
+  config.seed = seed;
+  config.bucket_order = to_bucket_order(bucket_order);
+  config.sampling = to_sampling(sampling);
+  config.sink_keys = sink_keys;
+  config.local_window = local_window;
+  if (!preset.empty()) {
+    const hyperattn::Status s = hyperattn::apply_preset(preset, &config);
+    if (!s.ok()) throw nb::value_error(("preset: " + s.message()).c_str());
+  }
+  return config;
+}
+
+void raise_status(const hyperattn::Status& status) {
+  if (status.ok()) return;
+  if (status.code() == hyperattn::StatusCode::out_of_memory) throw std::bad_alloc();
+  throw nb::value_error(status.message().c_str());
+}
+
+hyperattn::LseView lse_view_of(const char* name, Out& l, const hyperattn::TensorView& q) {
+  if (l.ndim() != 3)
+    throw nb::value_error((std::string(name) + ": expected 3 dimensions [batch, heads_q, seq_q], got " + std::to_string(l.ndim())).c_str());
+  if (to_dtype(name, l.dtype()) != hyperattn::DType::f32) throw nb::type_error((std::string(name) + ": expected float32, got bfloat16").c_str());
+  hyperattn::LseView v;
+  for (int i = 0; i < 3; ++i) {
+    if (static_cast<std::int64_t>(l.shape(i)) != q.shape[i])
+      throw nb::value_error((std::string(name) + ": expected shape [" + std::to_string(q.shape[0]) + ", " + std::to_string(q.shape[1]) +
+                             ", " + std::to_string(q.shape[2]) + "], got [" + std::to_string(l.shape(0)) + ", " +
+                             std::to_string(l.shape(1)) + ", " + std::to_string(l.shape(2)) + "]").c_str());
+    v.stride[i] = static_cast<std::int64_t>(l.stride(i));
+  }
+  v.data = static_cast<float*>(l.data());
+  return v;
+}
+
+// The backward pass into caller-provided dq, dk, dv (the library checks shapes, dtypes and overlaps).
+void attention_backward(In q, In k, In v, In out, Out lse, In d_out, std::optional<Out> d_lse, Out dq, Out dk, Out dv,
+                        const std::string& method, bool causal, double scale, int threads, int lsh_bits,
+                        std::int64_t block_size, std::int64_t sample_size, std::int64_t min_seq_len, std::uint64_t seed,
+                        const std::string& preset, const std::string& bucket_order, const std::string& sampling,
+                        std::int64_t sink_keys, std::int64_t local_window) {
+  if (method != "hyper" && method != "exact")
+    throw nb::value_error(("method: expected 'hyper' or 'exact', got '" + method + "'").c_str());
+  hyperattn::AttentionGradArgs g;
+  g.q = view_of("q", q);
+  g.k = view_of("k", k);
+  g.v = view_of("v", v);
+  g.out = view_of("out", out);
+  g.lse = lse_view_of("lse", lse, g.q);
+  g.d_out = view_of("grad_out", d_out);
+  if (d_lse) g.d_lse = lse_view_of("grad_lse", *d_lse, g.q);
+  g.dq = view_of("dq", dq);
+  g.dk = view_of("dk", dk);
+  g.dv = view_of("dv", dv);
+  const hyperattn::AttentionConfig config = make_config(causal, scale, threads, lsh_bits, block_size, sample_size,
+                                                       min_seq_len, seed, preset, bucket_order, sampling, sink_keys,
+                                                       local_window);
+  hyperattn::Status status;
+  {
+    nb::gil_scoped_release release;
+    status = method == "exact" ? hyperattn::exact_attention_backward(g, config) : hyperattn::hyper_attention_backward(g, config);
+  }
+  raise_status(status);
+}
+
 void attention(In q, In k, In v, Out out, std::optional<Out> lse, const std::string& method, bool causal,
                double scale, int threads, int lsh_bits, std::int64_t block_size, std::int64_t sample_size,
                std::int64_t min_seq_len, std::uint64_t seed, const std::string& preset,
@@ -99,10 +179,6 @@ void attention(In q, In k, In v, Out out, std::optional<Out> lse, const std::str
                std::int64_t local_window) {
   if (method != "hyper" && method != "exact")
     throw nb::value_error(("method: expected 'hyper' or 'exact', got '" + method + "'").c_str());
-  if (threads < 0)
-    throw nb::value_error(("threads: expected None or a positive count, got " + std::to_string(threads)).c_str());
-  if (!(scale >= 0.0))
-    throw nb::value_error(("scale: expected None or a positive number, got " + std::to_string(scale)).c_str());
   hyperattn::AttentionArgs args;
   args.q = view_of("q", q);
   args.k = view_of("k", k);
@@ -148,23 +224,9 @@ void attention(In q, In k, In v, Out out, std::optional<Out> lse, const std::str
     args.lse.data = static_cast<float*>(l.data());
     args.lse.stride = stride;
   }
-  hyperattn::AttentionConfig config;
-  config.causal = causal;
-  config.scale = static_cast<float>(scale);
-  config.threads = threads;
-  config.lsh_bits = lsh_bits;
-  config.block_size = block_size;
-  config.sample_size = sample_size;
-  config.min_seq_len = min_seq_len;
-  config.seed = seed;
-  config.bucket_order = to_bucket_order(bucket_order);
-  config.sampling = to_sampling(sampling);
-  config.sink_keys = sink_keys;
-  config.local_window = local_window;
-  if (!preset.empty()) {
-    const hyperattn::Status s = hyperattn::apply_preset(preset, &config);
-    if (!s.ok()) throw nb::value_error(("preset: " + s.message()).c_str());
-  }
+  const hyperattn::AttentionConfig config = make_config(causal, scale, threads, lsh_bits, block_size, sample_size,
+                                                       min_seq_len, seed, preset, bucket_order, sampling, sink_keys,
+                                                       local_window);
   hyperattn::Status status;
   {
     nb::gil_scoped_release release;
@@ -184,6 +246,13 @@ NB_MODULE(_core, m) {
                           "." + std::to_string(HYPERATTN_VERSION_PATCH);
   m.attr("has_cuda") = false;
   m.def("is_supported_head_dim", &hyperattn::is_supported_head_dim, nb::arg("head_dim"));
+  m.def("attention_backward", &attention_backward, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
+        nb::arg("lse"), nb::arg("grad_out"), nb::arg("grad_lse").none(), nb::arg("dq"), nb::arg("dk"), nb::arg("dv"),
+        nb::arg("method"), nb::arg("causal"), nb::arg("scale"), nb::arg("threads"), nb::arg("lsh_bits"),
+        nb::arg("block_size"), nb::arg("sample_size"), nb::arg("min_seq_len"), nb::arg("seed"), nb::arg("preset"),
+        nb::arg("bucket_order"), nb::arg("sampling"), nb::arg("sink_keys"), nb::arg("local_window"),
+        "The gradients of attention (the forward's out and lse given) into caller-provided dq, dk, dv; arrays in the "
+        "[batch, heads, seq, head_dim] frame. Releases the GIL while it computes.");
   m.def("attention", &attention, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse").none(),
         nb::arg("method"), nb::arg("causal"), nb::arg("scale"), nb::arg("threads"), nb::arg("lsh_bits"),
         nb::arg("block_size"), nb::arg("sample_size"), nb::arg("min_seq_len"), nb::arg("seed"), nb::arg("preset"),
