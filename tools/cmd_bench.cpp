@@ -42,6 +42,7 @@ struct BenchOptions {
   std::string dtype = "f32", json, plot;
   std::int64_t max_exact_seq = 0;
   std::string backend = "cpu";
+  std::string pass = "forward";  // forward, backward (after one untimed forward) or forward-backward
   AttentionConfig config;
 };
 
@@ -100,7 +101,13 @@ double exact_flops(std::int64_t n, std::int64_t d, std::int64_t heads, std::int6
 }
 
 int run(const BenchOptions& o) {
-  if (o.backend == "cuda") return run_cuda(o);
+  if (o.backend == "cuda") {
+    if (o.pass != "forward") {
+      std::fprintf(stderr, "hyperattn bench: --pass %s: the CUDA backend has no backward pass; expected --pass forward with --backend cuda\n", o.pass.c_str());
+      return 2;
+    }
+    return run_cuda(o);
+  }
   const DType dtype = o.dtype == "bf16" ? DType::bf16 : DType::f32;
   const std::int64_t heads_kv = o.heads_kv > 0 ? o.heads_kv : o.heads;
   if (o.heads % heads_kv != 0) {
@@ -139,15 +146,56 @@ int run(const BenchOptions& o) {
                        TensorView::bhsd(ptr(1), dtype, o.batch, heads_kv, n, o.head_dim),
                        TensorView::bhsd(ptr(2), dtype, o.batch, heads_kv, n, o.head_dim),
                        TensorView::bhsd(ptr(3), dtype, o.batch, o.heads, n, o.head_dim), {}};
+    // The backward's buffers: LSE [batch, heads, n], dO (the inputs' dtype, Gaussian), f32 dQ, dK, dV.
+    const bool backward = o.pass != "forward";
+    std::vector<float> lse, dq, dk, dv;
+    std::vector<float, HugePageAllocator<float>> d_out_f32;
+    std::vector<std::uint16_t, HugePageAllocator<std::uint16_t>> d_out_b16;
+    AttentionGradArgs grad;
+    if (backward) {
+      lse.resize(static_cast<std::size_t>(o.batch * o.heads * n));
+      dq.resize(nq);
+      dk.resize(nkv);
+      dv.resize(nkv);
+      d_out_f32.resize(nq);
+      for (float& x : d_out_f32) x = nd(gen);
+      if (dtype == DType::bf16) {
+        d_out_b16.resize(nq);
+        for (std::size_t i = 0; i < nq; ++i) d_out_b16[i] = f32_to_bf16_bits(d_out_f32[i]);
+      }
+      args.lse = LseView::contiguous(lse.data(), o.heads, n);
+      args.lse.stride[0] = o.heads * n;
+      grad = {args.q, args.k, args.v, args.out, args.lse,
+              TensorView::bhsd(dtype == DType::bf16 ? static_cast<void*>(d_out_b16.data()) : d_out_f32.data(), dtype,
+                               o.batch, o.heads, n, o.head_dim),
+              {},
+              TensorView::bhsd(dq.data(), DType::f32, o.batch, o.heads, n, o.head_dim),
+              TensorView::bhsd(dk.data(), DType::f32, o.batch, heads_kv, n, o.head_dim),
+              TensorView::bhsd(dv.data(), DType::f32, o.batch, heads_kv, n, o.head_dim)};
+    }
     for (bool causal : causal_modes)
       for (const std::string& method : o.methods) {
         if (method == "exact" && o.max_exact_seq > 0 && n > o.max_exact_seq) continue;
         AttentionConfig cfg = o.config;
         cfg.causal = causal;
         Record r{method, n, causal, 0, 0, 0, {}};
+        auto forward = [&] { return method == "exact" ? exact_attention(args, cfg) : hyper_attention(args, cfg); };
+        auto backward_pass = [&] {
+          return method == "exact" ? exact_attention_backward(grad, cfg) : hyper_attention_backward(grad, cfg);
+        };
+        if (o.pass == "backward") {  // the forward's out and lse, once, untimed
+          AttentionConfig quiet = cfg;
+          quiet.progress = nullptr;
+          if (const Status s = method == "exact" ? exact_attention(args, quiet) : hyper_attention(args, quiet); !s.ok()) {
+            bar.finish();
+            std::fprintf(stderr, "hyperattn bench: %s\n", s.message().c_str());
+            return 2;
+          }
+        }
         for (int rep = 0; rep <= o.repeats; ++rep) {  // the first run warms up and is not counted
           const auto t0 = std::chrono::steady_clock::now();
-          const Status s = method == "exact" ? exact_attention(args, cfg) : hyper_attention(args, cfg);
+          Status s = o.pass == "backward" ? Status::Ok() : forward();
+          if (s.ok() && backward) s = backward_pass();
           const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           if (!s.ok()) {
             bar.finish();
@@ -162,7 +210,9 @@ int run(const BenchOptions& o) {
         const std::size_t m = sorted.size();
         r.median_s = m % 2 ? sorted[m / 2] : 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]);
         r.min_s = sorted.front();
-        r.gflops = exact_flops(n, o.head_dim, o.heads, o.batch, causal) / r.median_s * 1e-9;
+        // FlashAttention's convention: the backward is 2.5 forwards (5 matrix products of 2).
+        const double pass_factor = o.pass == "forward" ? 1.0 : o.pass == "backward" ? 2.5 : 3.5;
+        r.gflops = pass_factor * exact_flops(n, o.head_dim, o.heads, o.batch, causal) / r.median_s * 1e-9;
         records.push_back(r);
       }
   }
@@ -180,8 +230,8 @@ int run(const BenchOptions& o) {
                   ex && hy ? fmt::format("{:.1f}x", ex->median_s / hy->median_s).c_str() : "-",
                   ex ? fmt::format("{:.1f}", ex->gflops).c_str() : "-");
     }
-  std::printf("(medians of %d runs after a warm-up; %s, batch %lld, heads %lld/%lld, head_dim %lld, %d threads; hyper: block %lld, samples %lld, %d bits, min_seq_len %lld)\n",
-              o.repeats, to_string(dtype), static_cast<long long>(o.batch), static_cast<long long>(o.heads), static_cast<long long>(heads_kv),
+  std::printf("(%s pass; medians of %d runs after a warm-up; %s, batch %lld, heads %lld/%lld, head_dim %lld, %d threads; hyper: block %lld, samples %lld, %d bits, min_seq_len %lld)\n",
+              o.pass.c_str(), o.repeats, to_string(dtype), static_cast<long long>(o.batch), static_cast<long long>(o.heads), static_cast<long long>(heads_kv),
               static_cast<long long>(o.head_dim), threads, static_cast<long long>(o.config.block_size), static_cast<long long>(o.config.sample_size),
               o.config.lsh_bits, static_cast<long long>(o.config.min_seq_len));
 
@@ -193,7 +243,7 @@ int run(const BenchOptions& o) {
                    {"times_s", r.times}, {"repeats", o.repeats}, {"dtype", to_string(dtype)},
                    {"exact_equivalent_gflops", r.gflops}, {"block_size", o.config.block_size},
                    {"sample_size", o.config.sample_size}, {"lsh_bits", o.config.lsh_bits}, {"min_seq_len", o.config.min_seq_len},
-                   {"seed", o.config.seed}, {"backend", "cpu"}});
+                   {"seed", o.config.seed}, {"backend", "cpu"}, {"pass", o.pass}});
     std::ofstream f(o.json);
     f << j.dump(2) << "\n";
     if (!f) {
@@ -244,6 +294,7 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--dtype", o->dtype, "f32 or bf16")->capture_default_str()->check(CLI::IsMember({"f32", "bf16"}));
   sub->add_option("--max-exact-seq", o->max_exact_seq, "skip exact attention above this length (0: never skip)");
   sub->add_option("--backend", o->backend, "cpu, or cuda (CUDA-event timing; needs -DHYPERATTN_CUDA=ON and a GPU)")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  sub->add_option("--pass", o->pass, "what to time: forward, backward (after one untimed forward) or forward-backward (f32 gradients)")->capture_default_str()->check(CLI::IsMember({"forward", "backward", "forward-backward"}));
   sub->add_option("--json", o->json, "write one record per measurement to this JSON file");
   sub->add_option("--plot", o->plot, "write a log-log plot of time against length to this PNG");
   add_hyper_options(sub, &o->config);

@@ -819,8 +819,20 @@ struct GradContext {
   std::vector<float> dout_copy;   // [batch, heads_q, n_q, d] when d_out is bf16
   std::int64_t dout_stride[3] = {0, 0, 0};
   const float* dout = nullptr;
+  // The approximated parts' dK/dV contributions [item][slot][dk | dv][d], kept across phases (each
+  // item writes its own slots before adding into them, so the buffer is never cleared).
+  std::unique_ptr<float[]> contrib;
+  std::size_t contrib_floats = 0;
 
   GradContext(Context& c, const AttentionGradArgs& ga) : ctx(c), g(ga) {}
+  float* contributions(std::size_t floats) {
+    if (floats > contrib_floats) {
+      contrib.reset();
+      contrib.reset(new float[floats]);
+      contrib_floats = floats;
+    }
+    return contrib.get();
+  }
   const float* dout_head(std::int64_t b, std::int64_t h) const { return dout + b * dout_stride[0] + h * dout_stride[1]; }
   const float* lse_head(std::int64_t b, std::int64_t h) const { return lse.data() + (b * ctx.heads_q + h) * ctx.n_q; }
   const float* delta_head(std::int64_t b, std::int64_t h) const { return delta.data() + (b * ctx.heads_q + h) * ctx.n_q; }
@@ -1030,7 +1042,7 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vecto
       for (std::int64_t u = 0; u < block_count(phase.parts[static_cast<std::size_t>(pi)], cfg); ++u)
         items.push_back({pi, static_cast<std::int32_t>(u), gq});
   const std::int64_t n_items = static_cast<std::int64_t>(items.size());
-  std::vector<float> contrib(static_cast<std::size_t>(n_items * slot * ctx.d * 2));  // [item][slot][dk | dv][d]
+  float* contrib = gc.contributions(static_cast<std::size_t>(n_items * slot * ctx.d * 2));  // [item][slot][dk | dv][d]
   std::vector<std::int32_t> item_keys(static_cast<std::size_t>(n_items * slot));
   std::vector<std::int64_t> item_count(static_cast<std::size_t>(n_items));
   for (std::int64_t b = 0; b < ctx.batch; ++b)
@@ -1079,7 +1091,7 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vecto
         t.key_bias = bias;
         t.dq = gc.dq.head_rows(b, hq);
         t.dq_row_stride = gc.dq.stride[2];
-        float* out = contrib.data() + i * slot * ctx.d * 2;
+        float* out = contrib + i * slot * ctx.d * 2;
         std::fill_n(out, t.keys * ctx.d * 2, 0.0f);
         t.dk = out;
         t.dv = out + ctx.d;
@@ -1096,7 +1108,7 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vecto
         const std::int64_t k_lo = range * ctx.n_k / ranges, k_hi = (range + 1) * ctx.n_k / ranges;
         for (std::int64_t i = 0; i < n_items; ++i) {
           const std::int32_t* keys = item_keys.data() + i * slot;
-          const float* src = contrib.data() + i * slot * ctx.d * 2;
+          const float* src = contrib + i * slot * ctx.d * 2;
           for (std::int64_t j = 0; j < item_count[static_cast<std::size_t>(i)]; ++j) {
             const std::int64_t key = keys[j];
             if (key < k_lo || key >= k_hi) continue;

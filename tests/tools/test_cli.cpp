@@ -162,6 +162,22 @@ TEST_F(Cli, BenchWritesJsonRecords) {
   }
 }
 
+TEST_F(Cli, BenchTimesTheBackwardPass) {
+  for (const char* pass : {"backward", "forward-backward"}) {
+    ASSERT_EQ(run(std::string("bench --seq 512 --head-dim 32 --heads 4 --heads-kv 2 --causal --repeats 1 --min-seq-len 256 "
+                              "--block-size 64 --sample-size 64 --pass ") + pass + " --json " + p("b.json")), 0) << err();
+    std::ifstream f(p("b.json"));
+    const auto j = nlohmann::json::parse(f);
+    ASSERT_EQ(j.size(), 2u);
+    for (const auto& r : j) {
+      EXPECT_EQ(r["pass"], pass);
+      EXPECT_GT(r["median_s"].get<double>(), 0.0);
+    }
+  }
+  EXPECT_EQ(run("bench --seq 512 --pass sideways"), 2);
+  EXPECT_NE(err().find("--pass"), std::string::npos) << err();
+}
+
 TEST_F(Cli, EvalLayerBudgetsLocalWindowAndPerPosition) {
   const std::string model = std::string(HYPERATTN_SOURCE_DIR) + "/models/llama-11m-32k";
   const std::string text = std::string(HYPERATTN_SOURCE_DIR) + "/data/emma.txt";
