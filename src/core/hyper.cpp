@@ -73,7 +73,7 @@ Plan core::hyper_plan(std::int64_t n_q, std::int64_t n_k, const AttentionConfig&
   plan.phases.push_back({leaves});
   if (p > 0)
     plan.phases.push_back(
-        {{causal_offdiagonal_part(e, n_q, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull, e, p, c)}});
+        {{causal_offdiagonal_part(e, n_q, 0, p, rng::visible_prefix_id(e), e, p, c)}});
   for (auto& level : levels) plan.phases.push_back({level});
   return plan;
 }

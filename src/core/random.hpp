@@ -57,6 +57,12 @@ constexpr std::uint64_t subproblem_id(std::int64_t query_start, std::int64_t key
   return (static_cast<std::uint64_t>(query_start) << 32) ^ static_cast<std::uint64_t>(key_start);
 }
 
+// The id of a causal problem's visible-prefix part (rows [e, n_q) against the n_k - n_q keys every
+// row sees, bottom-right alignment): the top bit keeps it apart from every recursion sub-problem.
+constexpr std::uint64_t visible_prefix_id(std::int64_t first_causal_row) {
+  return subproblem_id(first_causal_row, 0) ^ 0x8000000000000000ull;
+}
+
 // A standard normal sample (Box-Muller in double) for projection entry (dim, bit) of
 // (batch, head_kv). Host only.
 double projection_normal(std::uint64_t seed, std::int64_t batch, std::int64_t head_kv, int dim,

@@ -7,7 +7,6 @@
 #include <optional>
 
 #include "core/bfloat16.hpp"
-#include "core/engine.hpp"
 #include "core/lsh.hpp"
 #include "core/random.hpp"
 
@@ -78,6 +77,22 @@ void merge_into(Rows& acc, std::int64_t offset, const Rows& part, int d) {
   }
 }
 
+// The hyperplanes [batch, heads_kv, d, lsh_bits]: injected, or drawn from the seed's stream.
+std::vector<float> draw_projections(const AttentionArgs& args, const AttentionConfig& c, const InjectedRandomness& inj) {
+  const std::int64_t batch = args.q.batch(), hkv = args.k.heads(), d = args.q.head_dim();
+  std::vector<float> g(static_cast<std::size_t>(batch * hkv * d * c.lsh_bits));
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    if (inj.projections != nullptr) {
+      g[i] = inj.projections[i];
+      continue;
+    }
+    const std::int64_t t = static_cast<std::int64_t>(i) % c.lsh_bits, rest = static_cast<std::int64_t>(i) / c.lsh_bits;
+    const std::int64_t dim = rest % d, bh = rest / d;
+    g[i] = static_cast<float>(rng::projection_normal(c.seed, bh / hkv, bh % hkv, static_cast<int>(dim), static_cast<int>(t)));
+  }
+  return g;
+}
+
 struct Hyper {
   const Heads& H;
   const AttentionConfig& c;
@@ -121,8 +136,13 @@ struct Hyper {
   Rows noncausal(std::int64_t b, std::int64_t h, std::int64_t q0, std::int64_t q1, std::int64_t k0, std::int64_t k1,
                  std::uint64_t subproblem, std::optional<std::int64_t> delta = std::nullopt) const {
     const std::int64_t nq = q1 - q0;
-    const std::int64_t sinks = core::sinks_of(k0, k1, c);
-    if (!core::approximated(nq, k1 - k0, c, sinks)) return exact_rows(H, b, h, q0, q1, k0, k1, std::numeric_limits<std::int64_t>::max() / 4, scale, sets);
+    // The decision rules re-derived from the specification (§2; sinks: AttentionConfig::sink_keys), not
+    // taken from the code under test: the sinks are the keys of [k0, k1) among the first sink_keys of
+    // the sequence; a sub-problem is approximated when it has at least min_seq_len queries and its
+    // block plus samples (or sinks, which replace samples) leave keys out.
+    const std::int64_t sinks = std::max<std::int64_t>(0, std::min(c.sink_keys, k1) - k0);
+    const bool approximate = nq >= c.min_seq_len && c.block_size + std::max(c.sample_size, sinks) < k1 - k0;
+    if (!approximate) return exact_rows(H, b, h, q0, q1, k0, k1, std::numeric_limits<std::int64_t>::max() / 4, scale, sets);
     const std::int64_t hkv = h / (H.hq / H.hkv);
     const auto qs = sorted(q0, q1, b, hkv, [&](std::int64_t i) { return H.qrow(b, h, i); });
     const auto ks = sorted(k0 + sinks, k1, b, hkv, [&](std::int64_t j) { return H.krow(b, hkv, j); });
@@ -281,7 +301,7 @@ Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
   if (config.sampling != Sampling::uniform && config.sampling != Sampling::stratified)
     return Status::Unsupported("reference::hyper_attention: uniform or stratified sampling only");
   const Heads H = load(args);
-  Hyper hy{H, config, injected, core::projections(args, config, injected), resolve_scale(config, H.d)};
+  Hyper hy{H, config, injected, draw_projections(args, config, injected), resolve_scale(config, H.d)};
   const std::int64_t batch = args.q.batch();
   result->out.assign(static_cast<std::size_t>(batch * H.hq * H.nq * H.d), 0.0);
   result->lse.assign(static_cast<std::size_t>(batch * H.hq * H.nq), kNegInf);
@@ -296,7 +316,7 @@ Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config,
       }
       const std::int64_t e = std::max<std::int64_t>(0, H.nq - H.nk), rows = H.nq - e, p = H.nk - rows;
       Rows r = hy.causal(b, h, 0, rows, e, p);
-      if (p > 0) merge_into(r, 0, hy.noncausal(b, h, e, H.nq, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull, p - e), H.d);
+      if (p > 0) merge_into(r, 0, hy.noncausal(b, h, e, H.nq, 0, p, rng::visible_prefix_id(e), p - e), H.d);
       std::copy(r.out.begin(), r.out.end(), result->out.begin() + (o + e) * H.d);
       std::copy(r.lse.begin(), r.lse.end(), result->lse.begin() + o + e);
     }
@@ -336,7 +356,7 @@ Status hyper_key_sets(const AttentionArgs& args, const AttentionConfig& config, 
   if (config.sampling != Sampling::uniform && config.sampling != Sampling::stratified)
     return Status::Unsupported("reference::hyper_key_sets: uniform or stratified sampling only");
   const Heads H = load(args);
-  Hyper hy{H, config, injected, core::projections(args, config, injected), resolve_scale(config, H.d)};
+  Hyper hy{H, config, injected, draw_projections(args, config, injected), resolve_scale(config, H.d)};
   sets->assign(static_cast<std::size_t>(args.q.batch() * H.hq * H.nq), {});
   for (std::int64_t b = 0; b < args.q.batch(); ++b)
     for (std::int64_t h = 0; h < H.hq; ++h) {
@@ -347,7 +367,7 @@ Status hyper_key_sets(const AttentionArgs& args, const AttentionConfig& config, 
       }
       const std::int64_t e = std::max<std::int64_t>(0, H.nq - H.nk), rows = H.nq - e, p = H.nk - rows;
       (void)hy.causal(b, h, 0, rows, e, p);
-      if (p > 0) (void)hy.noncausal(b, h, e, H.nq, 0, p, rng::subproblem_id(e, 0) ^ 0x8000000000000000ull, p - e);
+      if (p > 0) (void)hy.noncausal(b, h, e, H.nq, 0, p, rng::visible_prefix_id(e), p - e);
     }
   return Status::Ok();
 }
