@@ -3,7 +3,7 @@
 # g++-aarch64-linux-gnu and the arm64 packages (multiarch), and runs the tests under qemu-user
 # (cmake/toolchain-aarch64.cmake; docs/portability.md).
 #   bash scripts/cross-aarch64.sh          the CI subset of the tests (see `subset` below)
-#   bash scripts/cross-aarch64.sh --all    the whole suite (about X minutes under emulation)
+#   bash scripts/cross-aarch64.sh --all    the whole suite (tens of minutes under emulation)
 # Installs what is missing (sudo only when not root). Extra arguments after the flags go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
