@@ -64,15 +64,18 @@ if [ ! -e "$sysroot/usr/lib/aarch64-linux-gnu/libsentencepiece.so" ]; then
 fi
 echo "== aarch64: packages ready ($(since "$t0"))"
 
-# 2. Configure and build (Release; no CUDA, Python or benchmarks; only what the tests need).
+# 2. Configure and build everything else (Release; no CUDA, Python or benchmarks).
 t0=$(now)
 cmake -S . -B build-aarch64 -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/toolchain-aarch64.cmake" -DCMAKE_PREFIX_PATH="$sysroot/usr" \
   -DHYPERATTN_CUDA=OFF -DHYPERATTN_BUILD_PYTHON=OFF -DHYPERATTN_BUILD_BENCH=OFF \
   -DHYPERATTN_BUILD_TOOLS=ON -DHYPERATTN_BUILD_TESTS=ON >/dev/null
 jobs="${HYPERATTN_JOBS:-$(nproc)}"
-cmake --build build-aarch64 -j "$jobs" | grep -v '^\[' || true
-test -x build-aarch64/tools/hyperattn
+if ! cmake --build build-aarch64 -j "$jobs" >build-aarch64/build.log 2>&1; then
+  tail -n 60 build-aarch64/build.log
+  echo "== aarch64: cross-build FAILED (build-aarch64/build.log)"
+  exit 1
+fi
 echo "== aarch64: cross-build done ($(since "$t0")): library, CLI (build-aarch64/tools/hyperattn) and $(ctest --test-dir build-aarch64 -N | sed -n 's/^Total Tests: //p') tests"
 
 # 3. The tests under qemu-user (CMAKE_CROSSCOMPILING_EMULATOR in the toolchain file). Emulated
