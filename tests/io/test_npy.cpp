@@ -379,7 +379,16 @@ TEST(HalfConversion, RoundsToNearestEvenLikeNumpy) {
   EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(std::numeric_limits<float>::quiet_NaN()))));
 }
 
-#ifdef __FLT16_MAX__
+// The compiler's IEEE half type: _Float16 where C++ has it (x86-64 g++ 12, clang); g++ 12 on aarch64
+// defines __FLT16_MAX__ but only accepts _Float16 in C, so there the ARM __fp16 (IEEE format, the
+// same fcvt conversion with round to nearest even) serves.
+#if defined(__aarch64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ARM_FP16_FORMAT_IEEE)
+#define HYPERATTN_TEST_COMPILER_HALF __fp16
+#elif defined(__FLT16_MAX__)
+#define HYPERATTN_TEST_COMPILER_HALF _Float16
+#endif
+
+#ifdef HYPERATTN_TEST_COMPILER_HALF
 TEST(HalfConversion, MatchesCompilerFloat16OnRandomFloats) {
   // The compiler's _Float16 conversion (IEEE round to nearest even) as an independent reference.
   std::mt19937 rng(7);
@@ -391,7 +400,7 @@ TEST(HalfConversion, MatchesCompilerFloat16OnRandomFloats) {
     float f;
     std::memcpy(&f, &u, sizeof f);
     if (std::isnan(f)) continue;
-    const _Float16 h = static_cast<_Float16>(f);
+    const HYPERATTN_TEST_COMPILER_HALF h = static_cast<HYPERATTN_TEST_COMPILER_HALF>(f);
     std::uint16_t expected;
     std::memcpy(&expected, &h, sizeof expected);
     ASSERT_EQ(f32_to_f16(f), expected) << std::hexfloat << f;
