@@ -105,6 +105,7 @@ Status problem_from_files(const DiagnoseOptions& o, Problem* out) {
 }
 
 int run(const DiagnoseOptions& o) {
+  if (!outputs_ok("diagnose", {{"--json", &o.json_path}, {"--plot", &o.plot_path}})) return 2;
   const bool from_model = !o.model_dir.empty();
   const int threads = model::resolve_threads(o.config.threads);
   Problem problem;
@@ -235,9 +236,9 @@ Command add_diagnose_command(CLI::App& app) {
       "diagnose", "per head: HyperAttention's error, the attention mass its LSH blocks capture, alpha and kappa");
   sub->add_option("--model", o->model_dir, "Hugging Face model folder: diagnose one of its layers");
   sub->add_option("--text", o->text_path, "text whose first --seq-len tokens the model reads");
-  sub->add_option("--seq-len", o->seq_len, "tokens (with --model)")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--layer", o->layer, "layer (0-based, with --model)");
-  sub->add_option("--head", o->head, "one query head (default: all)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--seq-len", o->seq_len, "tokens (with --model)")->capture_default_str()->check(positive_integer<std::int64_t>());
+  sub->add_option("--layer", o->layer, "layer (0-based, with --model)")->check(nonnegative_integer<std::int64_t>());
+  sub->add_option("--head", o->head, "one query head (default: all)")->check(nonnegative_integer<std::int64_t>());
   sub->add_option("--q", o->q, ".npy queries [seq, dim] or [heads, seq, dim] (instead of --model)");
   sub->add_option("--k", o->k, ".npy keys (heads may divide the query heads)");
   sub->add_option("--v", o->v, ".npy values, the shape of k");

@@ -827,14 +827,27 @@ Status SafetensorsFile::open(const std::string& path, SafetensorsFile* out) {
   const std::byte* data_section = base + 8 + header_len;
   const std::uint64_t data_size = file_size - 8 - header_len;
 
-  // Parse, refusing duplicate top-level names (which a JSON object would silently collapse).
-  std::set<std::string> seen_names;
-  std::string duplicate;
-  const nlohmann::json::parser_callback_t reject_duplicates = [&](int depth, nlohmann::json::parse_event_t event,
+  // Parse, refusing duplicate keys in any object (which a JSON object would silently collapse, the
+  // last one winning): a tensor name twice, or a field twice inside one tensor's entry
+  // ({"dtype":"F16","dtype":"F32"}) or inside __metadata__.
+  std::vector<std::set<std::string>> open_objects;  // the keys seen so far in each object being parsed
+  std::string current_name;                         // the top-level key being parsed
+  std::string duplicate;                            // the first duplicate, described
+  const nlohmann::json::parser_callback_t reject_duplicates = [&](int /*depth*/, nlohmann::json::parse_event_t event,
                                                                   nlohmann::json& parsed) {
-    if (event == nlohmann::json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-      if (!seen_names.insert(parsed.get<std::string>()).second && duplicate.empty()) {
-        duplicate = parsed.get<std::string>();
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) {
+      open_objects.emplace_back();
+    } else if (event == E::object_end) {
+      if (!open_objects.empty()) open_objects.pop_back();
+    } else if (event == E::key && !open_objects.empty() && parsed.is_string()) {
+      const std::string key = parsed.get<std::string>();
+      if (open_objects.size() == 1) current_name = key;
+      if (!open_objects.back().insert(key).second && duplicate.empty()) {
+        duplicate = open_objects.size() == 1 ? "tensor '" + key + "' appears twice in the header"
+                    : open_objects.size() == 2
+                        ? "key '" + key + "' appears twice in the entry of '" + current_name + "'"
+                        : "key '" + key + "' appears twice inside the entry of '" + current_name + "'";
       }
     }
     return true;
@@ -843,7 +856,7 @@ Status SafetensorsFile::open(const std::string& path, SafetensorsFile* out) {
                                                       /*allow_exceptions=*/false);
   if (header.is_discarded()) return Status::IoError(path + ": the header is not valid JSON");
   if (!header.is_object()) return Status::IoError(path + ": the header must be a JSON object");
-  if (!duplicate.empty()) return Status::IoError(path + ": tensor '" + duplicate + "' appears twice in the header");
+  if (!duplicate.empty()) return Status::IoError(path + ": " + duplicate + "; expected each key once");
 
   struct Range {
     std::uint64_t begin, end;
@@ -929,6 +942,23 @@ Status SafetensorsFile::open(const std::string& path, SafetensorsFile* out) {
                              ", " + std::to_string(ranges[i - 1].end) + ") and '" + *ranges[i].name + "' [" +
                              std::to_string(ranges[i].begin) + ", " + std::to_string(ranges[i].end) + ") overlap");
     }
+  }
+  // The tensors must cover the data section exactly, as the format requires: bytes no tensor
+  // references (a gap, or trailing bytes) mean a lying or damaged header.
+  std::uint64_t covered = 0;
+  for (const Range& r : ranges) {
+    if (r.begin != covered) {
+      return Status::IoError(path + ": bytes [" + std::to_string(covered) + ", " + std::to_string(r.begin) +
+                             ") of the data section belong to no tensor (the next one, '" + *r.name +
+                             "', starts at " + std::to_string(r.begin) +
+                             "); expected the tensors to cover the data section without gaps");
+    }
+    covered = r.end;
+  }
+  if (covered != data_size) {
+    return Status::IoError(path + ": the tensors cover " + std::to_string(covered) + " bytes but the data section has " +
+                           std::to_string(data_size) + " (bytes [" + std::to_string(covered) + ", " +
+                           std::to_string(data_size) + ") belong to no tensor); expected them to cover it exactly");
   }
   *out = std::move(file);
   return Status::Ok();

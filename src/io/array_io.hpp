@@ -3,7 +3,8 @@
 // Every reader validates the header against the file's real size before allocating anything:
 // a truncated, lying or malformed file (bad magic, bad header, unknown dtype, Fortran order,
 // shapes whose byte count overflows or exceeds the file, offsets past the end, overlapping
-// tensors) yields Status::IoError naming the file, what was expected and what arrived.
+// tensors, duplicate keys in a .safetensors header, data bytes no tensor covers) yields
+// Status::IoError naming the file, what was expected and what arrived.
 #pragma once
 
 #include <cstddef>
