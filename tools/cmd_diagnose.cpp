@@ -50,8 +50,10 @@ struct Problem {
 
 Status problem_from_model(const DiagnoseOptions& o, int threads, Problem* out) {
   model::LlamaModel llama;
-  HYPERATTN_RETURN_IF_ERROR(model::LlamaModel::load(
-      o.model_dir, &llama, o.matmul == "bf16" ? model::MatmulPrecision::bf16 : model::MatmulPrecision::f32));
+  if (Status s = model::LlamaModel::load(o.model_dir, &llama,
+                                        o.matmul == "bf16" ? model::MatmulPrecision::bf16 : model::MatmulPrecision::f32);
+      !s.ok())
+    return Status(s.code(), "--model: " + s.message());
   const model::LlamaConfig& c = llama.config();
   if (o.layer < 0 || o.layer >= c.num_layers) {
     return Status::InvalidArgument(fmt::format("--layer: expected 0..{} (the model has {} layers), found {}",
@@ -62,11 +64,11 @@ Status problem_from_model(const DiagnoseOptions& o, int threads, Problem* out) {
                                                c.max_position_embeddings, o.seq_len));
   }
   model::Tokenizer tokenizer;
-  HYPERATTN_RETURN_IF_ERROR(model::Tokenizer::load(o.model_dir, &tokenizer));
+  if (Status s = model::Tokenizer::load(o.model_dir, &tokenizer); !s.ok()) return Status(s.code(), "--model: " + s.message());
   std::string text;
-  HYPERATTN_RETURN_IF_ERROR(model::read_text_file(o.text_path, &text));
+  if (Status s = model::read_text_file(o.text_path, &text); !s.ok()) return Status(s.code(), "--text: " + s.message());
   std::vector<std::int32_t> tokens;
-  HYPERATTN_RETURN_IF_ERROR(tokenizer.encode(text, &tokens));
+  if (Status s = tokenizer.encode(text, &tokens); !s.ok()) return Status(s.code(), "--text " + o.text_path + ": " + s.message());
   if (static_cast<std::int64_t>(tokens.size()) < o.seq_len) {
     return Status::InvalidArgument(
         fmt::format("--text {}: {} tokens, fewer than --seq-len {}", o.text_path, tokens.size(), o.seq_len));

@@ -423,6 +423,35 @@ Status read_regular_file(const std::string& path, std::string* out, std::uint64_
 // ---------------------------------------------------------------------------------------------
 // Element types and conversions.
 
+Status parse_json(const std::string& text, const std::string& path, nlohmann::json* out) {
+  std::vector<std::set<std::string>> open_objects;
+  std::string duplicate, where;
+  const nlohmann::json::parser_callback_t cb = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) {
+      open_objects.emplace_back();
+    } else if (event == E::object_end) {
+      if (!open_objects.empty()) open_objects.pop_back();
+    } else if (event == E::key && !open_objects.empty() && parsed.is_string()) {
+      const std::string key = parsed.get<std::string>();
+      if (!open_objects.back().insert(key).second && duplicate.empty()) {
+        duplicate = key;
+        where = depth <= 1 ? "at the top level" : "at depth " + std::to_string(depth);
+      }
+    }
+    return true;
+  };
+  try {
+    *out = nlohmann::json::parse(text, cb);
+  } catch (const nlohmann::json::exception& e) {
+    return Status::IoError(path + ": not valid JSON: " + e.what());
+  }
+  if (!duplicate.empty())
+    return Status::IoError(path + ": key '" + duplicate + "' appears twice in one object (" + where +
+                           "); expected each key once");
+  return Status::Ok();
+}
+
 const char* to_string(ElemType type) {
   switch (type) {
     case ElemType::f32:
