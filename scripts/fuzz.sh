@@ -37,7 +37,7 @@ for name in "${harnesses[@]}"; do
      -dict=../fuzz/"$name".dict -print_final_stats=1 corpus/"$name") >"$log" 2>&1
   rc=$?
   set -e
-  grep -E "^#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss_mb" "$log" || true
+  grep -E "^#[0-9]+[[:space:]]+(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss_mb" "$log" || true
   if [ "$rc" -ne 0 ]; then
     tail -60 "$log" >&2
     echo "== fuzz: $name FAILED (exit $rc); rerun: (cd build-fuzz && ./fuzz_$name -dict=../fuzz/$name.dict corpus/$name)" >&2

@@ -25,8 +25,9 @@ command -v "$cxx" >/dev/null || { echo "sanitize.sh: $cxx not found" >&2; exit 1
 # The multithreaded tests TSan runs (ctest -R); each name is a test or a suite of the default kernels.
 tsan_tests='^(ThreadPool\.|ExactAttention\.ThreadCountDoesNotChangeABit|HyperAttention\.SameSeedSameBytesForAnyThreadCount|HyperAttention\.(Non)?CausalMatchesReference|HyperVariants\.(PositionStratified|LocalWindow)IsDeterministicAcrossThreads|ProgressTest\.CallbackFromManyThreadsIsSafe|TinyLlamaRope\.|TinyLlamaPrefill\.|Checkpoints/TinyLlama|NextTokenScores\.|Bf16Gemm\.|AttentionDiagnostics\.|Cli\.ThreadCountGivesIdenticalBytes)'
 
-configure_build() {  # dir, sanitizer flags
+configure_build() {  # dir, sanitizer flags, [targets...] (default: all)
   local dir="$1" flags="$2"
+  shift 2
   # A cache made with other flags or another compiler would be half-reused by CMake: start afresh.
   local stamp="$cxx $flags"
   if [ -f "$dir/CMakeCache.txt" ] && [ "$(cat "$dir/.sanitize-stamp" 2>/dev/null)" != "$stamp" ]; then rm -rf "$dir"; fi
@@ -38,7 +39,11 @@ configure_build() {  # dir, sanitizer flags
     -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
     -DHYPERATTN_CUDA=OFF -DHYPERATTN_BUILD_PYTHON=OFF -DHYPERATTN_BUILD_BENCH=OFF >/dev/null
-  cmake --build "$dir" -j "$jobs"
+  if (($#)); then
+    cmake --build "$dir" -j "$jobs" --target "$@"
+  else
+    cmake --build "$dir" -j "$jobs"
+  fi
 }
 
 run_asan() {
@@ -58,7 +63,8 @@ run_asan() {
 run_tsan() {
   echo "== sanitizer: TSan (build-tsan, $cxx, -fsanitize=thread) over the multithreaded tests"
   local t0=$SECONDS
-  configure_build build-tsan "-fsanitize=thread"
+  # Only what the selected tests need (the other test binaries are not built, so not listed).
+  configure_build build-tsan "-fsanitize=thread" test_cpu_kernels test_core test_model test_tool_support test_cli hyperattn_cli
   echo "== sanitizer: TSan build took $((SECONDS - t0)) s"
   t0=$SECONDS
   local args=("$@")
