@@ -89,7 +89,9 @@ def test_bad_scale(scale):
         hyperattn.attention(q, q, q, scale=scale)
 
 
-@pytest.mark.parametrize("name,value,error", [("seed", 2**64, ValueError), ("seed", 1.5, TypeError),
+@pytest.mark.parametrize("name,value,error", [("seed", 2**64, ValueError), ("seed", -1, ValueError),
+                                              ("seed", 1.5, TypeError), ("threads", 2**40, ValueError),
+                                              ("lsh_bits", 2**40, ValueError), ("block_size", 2**63, ValueError),
                                               ("block_size", 0, ValueError), ("threads", -1, ValueError),
                                               ("causal", 1, TypeError), ("lsh_bits", 17, ValueError)])
 def test_bad_options(name, value, error):
