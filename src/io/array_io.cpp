@@ -46,6 +46,18 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
   return s + ")";
 }
 
+// The product of the dimensions: 0 when any is 0 (even if the others would overflow: a (0, 2^62,
+// 2^62) array is valid and empty; found by fuzzing), saturating at INT64_MAX otherwise (the readers
+// refuse such shapes before any array exists).
+std::int64_t shape_numel(const std::vector<std::int64_t>& shape) {
+  for (std::int64_t d : shape)
+    if (d == 0) return 0;
+  std::int64_t n = 1;
+  for (std::int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n)) return std::numeric_limits<std::int64_t>::max();
+  return n;
+}
+
 // numel * elem_size, or false when a dimension is negative or the product overflows int64.
 bool checked_byte_count(const std::vector<std::int64_t>& shape, std::size_t elem_size, std::uint64_t* numel_out,
                         std::uint64_t* bytes_out) {
@@ -542,11 +554,7 @@ std::uint16_t f32_to_f16(float value) {
 // ---------------------------------------------------------------------------------------------
 // Array.
 
-std::int64_t Array::numel() const {
-  std::int64_t n = 1;
-  for (std::int64_t d : shape) n *= d;
-  return n;
-}
+std::int64_t Array::numel() const { return shape_numel(shape); }
 
 std::vector<float> Array::to_f32() const {
   const auto n = static_cast<std::size_t>(numel());
@@ -768,11 +776,7 @@ Status write_npy(const std::string& path, const Array& array) {
 // ---------------------------------------------------------------------------------------------
 // .safetensors
 
-std::int64_t SafetensorsTensor::numel() const {
-  std::int64_t n = 1;
-  for (std::int64_t d : shape) n *= d;
-  return n;
-}
+std::int64_t SafetensorsTensor::numel() const { return shape_numel(shape); }
 
 Array SafetensorsTensor::to_array() const {
   Array a;

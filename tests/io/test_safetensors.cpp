@@ -248,5 +248,16 @@ TEST_F(SafetensorsTest, RejectsDataBytesNoTensorReferences) {
   expect_header_rejected(R"({"__metadata__":{"format":"pt"}})", 16, "the tensors cover 0 bytes but the data section has 16");
 }
 
+
+// The same for a .safetensors tensor (an empty tensor with huge other dimensions).
+TEST_F(SafetensorsTest, EmptyTensorWithHugeDimensions) {
+  const std::string header = R"({"e":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}})";
+  SafetensorsFile file;
+  const Status s = SafetensorsFile::open(write_bytes("e.safetensors", safetensors_bytes(header, "")), &file);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(file.find("e")->numel(), 0);
+  EXPECT_TRUE(file.find("e")->to_array().bytes.empty());
+}
+
 }  // namespace
 }  // namespace hyperattn::io
