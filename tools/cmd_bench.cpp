@@ -101,6 +101,7 @@ double exact_flops(std::int64_t n, std::int64_t d, std::int64_t heads, std::int6
 }
 
 int run(const BenchOptions& o) {
+  if (!outputs_ok("bench", {{"--json", &o.json}, {"--plot", &o.plot}})) return 2;
   if (o.backend == "cuda") {
     if (o.pass != "forward") {
       std::fprintf(stderr, "hyperattn bench: --pass %s: the CUDA backend has no backward pass; expected --pass forward with --backend cuda\n", o.pass.c_str());
@@ -282,17 +283,17 @@ int run(const BenchOptions& o) {
 Command add_bench_command(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* sub = app.add_subcommand("bench", "exact attention against HyperAttention on random inputs");
-  sub->add_option("--seq", o->seq, "sequence lengths (comma separated)")->delimiter(',')->capture_default_str()->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 30));
-  sub->add_option("--head-dim", o->head_dim, "head dimension")->capture_default_str();
-  sub->add_option("--heads", o->heads, "query heads")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--heads-kv", o->heads_kv, "key-value heads (default: --heads)")->check(CLI::PositiveNumber);
-  sub->add_option("--batch", o->batch, "batch")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--seq", o->seq, "sequence lengths (comma separated)")->delimiter(',')->capture_default_str()->check(integer_in<std::int64_t>(1, std::int64_t{1} << 30));
+  sub->add_option("--head-dim", o->head_dim, "head dimension")->capture_default_str()->check(integer_in<std::int64_t>(1, 1 << 20));
+  sub->add_option("--heads", o->heads, "query heads")->capture_default_str()->check(integer_in<std::int64_t>(1, 1 << 20));
+  sub->add_option("--heads-kv", o->heads_kv, "key-value heads (default: --heads)")->check(integer_in<std::int64_t>(1, 1 << 20));
+  sub->add_option("--batch", o->batch, "batch")->capture_default_str()->check(integer_in<std::int64_t>(1, 1 << 20));
   auto* c = sub->add_flag("--causal", o->causal, "causal attention only");
   sub->add_flag("--both", o->both, "non-causal and causal")->excludes(c);
-  sub->add_option("--repeats", o->repeats, "timed runs per measurement (after one warm-up)")->capture_default_str()->check(CLI::Range(1, 1000));
+  sub->add_option("--repeats", o->repeats, "timed runs per measurement (after one warm-up)")->capture_default_str()->check(integer_in<int>(1, 1000));
   sub->add_option("--method", o->methods, "methods to time (comma separated: exact, hyper)")->delimiter(',')->capture_default_str()->check(CLI::IsMember({"exact", "hyper"}));
   sub->add_option("--dtype", o->dtype, "f32 or bf16")->capture_default_str()->check(CLI::IsMember({"f32", "bf16"}));
-  sub->add_option("--max-exact-seq", o->max_exact_seq, "skip exact attention above this length (0: never skip)");
+  sub->add_option("--max-exact-seq", o->max_exact_seq, "skip exact attention above this length (0: never skip)")->check(nonnegative_integer<std::int64_t>());
   sub->add_option("--backend", o->backend, "cpu, or cuda (CUDA-event timing; needs -DHYPERATTN_CUDA=ON and a GPU)")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
   sub->add_option("--pass", o->pass, "what to time: forward, backward (after one untimed forward) or forward-backward (f32 gradients)")->capture_default_str()->check(CLI::IsMember({"forward", "backward", "forward-backward"}));
   sub->add_option("--json", o->json, "write one record per measurement to this JSON file");

@@ -50,8 +50,10 @@ struct Problem {
 
 Status problem_from_model(const DiagnoseOptions& o, int threads, Problem* out) {
   model::LlamaModel llama;
-  HYPERATTN_RETURN_IF_ERROR(model::LlamaModel::load(
-      o.model_dir, &llama, o.matmul == "bf16" ? model::MatmulPrecision::bf16 : model::MatmulPrecision::f32));
+  if (Status s = model::LlamaModel::load(o.model_dir, &llama,
+                                        o.matmul == "bf16" ? model::MatmulPrecision::bf16 : model::MatmulPrecision::f32);
+      !s.ok())
+    return Status(s.code(), "--model: " + s.message());
   const model::LlamaConfig& c = llama.config();
   if (o.layer < 0 || o.layer >= c.num_layers) {
     return Status::InvalidArgument(fmt::format("--layer: expected 0..{} (the model has {} layers), found {}",
@@ -62,11 +64,11 @@ Status problem_from_model(const DiagnoseOptions& o, int threads, Problem* out) {
                                                c.max_position_embeddings, o.seq_len));
   }
   model::Tokenizer tokenizer;
-  HYPERATTN_RETURN_IF_ERROR(model::Tokenizer::load(o.model_dir, &tokenizer));
+  if (Status s = model::Tokenizer::load(o.model_dir, &tokenizer); !s.ok()) return Status(s.code(), "--model: " + s.message());
   std::string text;
-  HYPERATTN_RETURN_IF_ERROR(model::read_text_file(o.text_path, &text));
+  if (Status s = model::read_text_file(o.text_path, &text); !s.ok()) return Status(s.code(), "--text: " + s.message());
   std::vector<std::int32_t> tokens;
-  HYPERATTN_RETURN_IF_ERROR(tokenizer.encode(text, &tokens));
+  if (Status s = tokenizer.encode(text, &tokens); !s.ok()) return Status(s.code(), "--text " + o.text_path + ": " + s.message());
   if (static_cast<std::int64_t>(tokens.size()) < o.seq_len) {
     return Status::InvalidArgument(
         fmt::format("--text {}: {} tokens, fewer than --seq-len {}", o.text_path, tokens.size(), o.seq_len));
@@ -105,6 +107,7 @@ Status problem_from_files(const DiagnoseOptions& o, Problem* out) {
 }
 
 int run(const DiagnoseOptions& o) {
+  if (!outputs_ok("diagnose", {{"--json", &o.json_path}, {"--plot", &o.plot_path}})) return 2;
   const bool from_model = !o.model_dir.empty();
   const int threads = model::resolve_threads(o.config.threads);
   Problem problem;
@@ -235,9 +238,9 @@ Command add_diagnose_command(CLI::App& app) {
       "diagnose", "per head: HyperAttention's error, the attention mass its LSH blocks capture, alpha and kappa");
   sub->add_option("--model", o->model_dir, "Hugging Face model folder: diagnose one of its layers");
   sub->add_option("--text", o->text_path, "text whose first --seq-len tokens the model reads");
-  sub->add_option("--seq-len", o->seq_len, "tokens (with --model)")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--layer", o->layer, "layer (0-based, with --model)");
-  sub->add_option("--head", o->head, "one query head (default: all)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--seq-len", o->seq_len, "tokens (with --model)")->capture_default_str()->check(positive_integer<std::int64_t>());
+  sub->add_option("--layer", o->layer, "layer (0-based, with --model)")->check(nonnegative_integer<std::int64_t>());
+  sub->add_option("--head", o->head, "one query head (default: all)")->check(nonnegative_integer<std::int64_t>());
   sub->add_option("--q", o->q, ".npy queries [seq, dim] or [heads, seq, dim] (instead of --model)");
   sub->add_option("--k", o->k, ".npy keys (heads may divide the query heads)");
   sub->add_option("--v", o->v, ".npy values, the shape of k");

@@ -72,6 +72,8 @@ std::string timing_line(const PrefillTimings& t, double head) {
 }
 
 int run(const EvalOptions& o) {
+  if (!outputs_ok("eval", {{"--json", &o.json_path}, {"--plot", &o.plot_path}, {"--per-position", &o.per_position_path}}))
+    return 2;
   const int threads = model::resolve_threads(o.config.threads);
   model::LlamaModel llama;
   const model::MatmulPrecision matmul =
@@ -459,9 +461,9 @@ Command add_eval_command(CLI::App& app) {
   sub->add_option("--model", o->model_dir, "Hugging Face model folder (config.json, safetensors, tokenizer.model)")
       ->required();
   sub->add_option("--text", o->text_path, "text file to evaluate on (tokenized whole)")->required();
-  sub->add_option("--seq-len", o->seq_len, "tokens per window")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--seq-len", o->seq_len, "tokens per window")->capture_default_str()->check(positive_integer<std::int64_t>());
   sub->add_option("--windows", o->windows, "consecutive windows from the start of the text (default: as many as fit)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer<std::int64_t>());
   sub->add_option("--patch", o->patches,
                   "layers with HyperAttention: all, last:K, first:K or layers:i+j+... (0-based); repeatable "
                   "(default: last:2 and all)");

@@ -41,6 +41,7 @@ Errors error_of(const std::vector<float>& approx, const std::vector<float>& exac
 }
 
 int run(const RunOptions& o) {
+  if (!outputs_ok("run", {{"--out", &o.out}, {"--lse", &o.lse}})) return 2;
   HostTensor q, k, v;
   if (Status s = load_qkv(o.q, o.k, o.v, o.in, &q, &k, &v); !s.ok()) {
     std::fprintf(stderr, "hyperattn run: %s\n", s.message().c_str());
@@ -120,7 +121,7 @@ Command add_run_command(CLI::App& app) {
   sub->add_flag("--exact", o->exact, "exact attention instead of HyperAttention");
   sub->add_flag("--compare-exact", o->compare_exact, "also run exact attention and print the error and both times");
   sub->add_flag("--check-inputs", o->check_inputs, "refuse inputs holding NaN or Inf, saying where");
-  sub->add_option("--scale", o->scale, "score scale (default 1/sqrt(dim))")->check(CLI::PositiveNumber);
+  sub->add_option("--scale", o->scale, "score scale (default 1/sqrt(dim))")->check(positive_finite_float());
   add_hyper_options(sub, &o->config);
   add_threads_option(sub, &o->config);
   sub->callback([o, sub] {

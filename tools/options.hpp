@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "checks.hpp"
 #include "hyperattn/config.hpp"
 
 namespace hyperattn::cli {
@@ -28,11 +29,11 @@ inline void add_preset_option(CLI::App* app, AttentionConfig* config) {
 // --block-size --sample-size --lsh-bits --min-seq-len --seed --bucket-order --sampling, bound to
 // the fields of `config` (whose current values are the defaults shown in --help).
 inline void add_hyper_options(CLI::App* app, AttentionConfig* config) {
-  app->add_option("--block-size", config->block_size, "keys per sorted LSH block (b)")->capture_default_str()->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 30));
-  app->add_option("--sample-size", config->sample_size, "sampled residual keys per query block (m)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 24));
-  app->add_option("--lsh-bits", config->lsh_bits, "hash bits r (2^r buckets)")->capture_default_str()->check(CLI::Range(1, 16));
-  app->add_option("--min-seq-len", config->min_seq_len, "below this many queries (and at the causal leaves) attention is exact")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app->add_option("--seed", config->seed, "seed of the random projections and samples")->capture_default_str();
+  app->add_option("--block-size", config->block_size, "keys per sorted LSH block (b)")->capture_default_str()->check(integer_in<std::int64_t>(1, std::int64_t{1} << 30));
+  app->add_option("--sample-size", config->sample_size, "sampled residual keys per query block (m)")->capture_default_str()->check(integer_in<std::int64_t>(0, std::int64_t{1} << 24));
+  app->add_option("--lsh-bits", config->lsh_bits, "hash bits r (2^r buckets)")->capture_default_str()->check(integer_in<int>(1, 16));
+  app->add_option("--min-seq-len", config->min_seq_len, "below this many queries (and at the causal leaves) attention is exact")->capture_default_str()->check(nonnegative_integer<std::int64_t>());
+  app->add_option("--seed", config->seed, "seed of the random projections and samples (0 to 2^64-1)")->capture_default_str()->check(nonnegative_integer<std::uint64_t>());
   app->add_option_function<std::string>(
          "--bucket-order",
          [config](const std::string& v) { config->bucket_order = v == "reference" ? BucketOrder::reference_gray : BucketOrder::gray_rank; },
@@ -51,12 +52,12 @@ inline void add_hyper_options(CLI::App* app, AttentionConfig* config) {
       ->check(CLI::IsMember({"uniform", "value-norm", "stratified", "position-stratified"}))
       ->type_name("SAMPLING");
   add_preset_option(app, config);
-  app->add_option("--sink-keys", config->sink_keys, "the first N keys are attended exactly by every query (attention sinks; 0 = the paper)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
-  app->add_option("--local-window", config->local_window, "causal: every query also attends exactly to the N keys just before it (a sliding window; 0 = the paper)")->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
+  app->add_option("--sink-keys", config->sink_keys, "the first N keys are attended exactly by every query (attention sinks; 0 = the paper)")->capture_default_str()->check(integer_in<std::int64_t>(0, std::int64_t{1} << 30));
+  app->add_option("--local-window", config->local_window, "causal: every query also attends exactly to the N keys just before it (a sliding window; 0 = the paper)")->capture_default_str()->check(integer_in<std::int64_t>(0, std::int64_t{1} << 30));
 }
 
 inline void add_threads_option(CLI::App* app, AttentionConfig* config) {
-  app->add_option("--threads", config->threads, "worker threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app->add_option("--threads", config->threads, "worker threads (0 = all cores)")->capture_default_str()->check(integer_in<int>(0, 1 << 16));
 }
 
 }  // namespace hyperattn::cli

@@ -44,14 +44,15 @@ Status load_qkv(const std::string& q_path, const std::string& k_path, const std:
                 const std::string& safetensors_path, HostTensor* q, HostTensor* k, HostTensor* v) {
   if (!safetensors_path.empty()) {
     io::SafetensorsFile file;
-    HYPERATTN_RETURN_IF_ERROR(io::SafetensorsFile::open(safetensors_path, &file));
+    if (Status s = io::SafetensorsFile::open(safetensors_path, &file); !s.ok())
+      return Status(s.code(), "--in: " + s.message());
     const char* names[3] = {"q", "k", "v"};
     HostTensor* outs[3] = {q, k, v};
     for (int i = 0; i < 3; ++i) {
       const io::SafetensorsTensor* t = file.find(names[i]);
       if (t == nullptr)
-        return Status::InvalidArgument(fmt::format("{}: has no tensor named \"{}\"; expected tensors q, k and v", safetensors_path, names[i]));
-      HYPERATTN_RETURN_IF_ERROR(to_host_tensor(fmt::format("{} ({})", names[i], safetensors_path), t->to_array(), outs[i]));
+        return Status::InvalidArgument(fmt::format("--in: {}: has no tensor named \"{}\"; expected tensors q, k and v", safetensors_path, names[i]));
+      HYPERATTN_RETURN_IF_ERROR(to_host_tensor(fmt::format("--in {} ({})", names[i], safetensors_path), t->to_array(), outs[i]));
     }
   } else {
     const std::string* paths[3] = {&q_path, &k_path, &v_path};
@@ -60,7 +61,7 @@ Status load_qkv(const std::string& q_path, const std::string& k_path, const std:
     for (int i = 0; i < 3; ++i) {
       if (paths[i]->empty()) return Status::InvalidArgument(fmt::format("{}: missing; expected a .npy file (or --in FILE.safetensors)", names[i]));
       io::Array a;
-      HYPERATTN_RETURN_IF_ERROR(io::read_npy(*paths[i], &a));
+      if (Status s = io::read_npy(*paths[i], &a); !s.ok()) return Status(s.code(), std::string(names[i]) + ": " + s.message());
       HYPERATTN_RETURN_IF_ERROR(to_host_tensor(fmt::format("{} ({})", names[i], *paths[i]), std::move(a), outs[i]));
     }
   }

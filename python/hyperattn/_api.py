@@ -18,11 +18,11 @@ def _is_torch(x) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def _check_int(name, value, lo=0):
+def _check_int(name, value, lo=0, hi=2**63 - 1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, got {value}")
+    if value < lo or value > hi:
+        raise ValueError(f"{name}: expected an int from {lo} to {hi}, got {value}")
     return int(value)
 
 
@@ -46,14 +46,14 @@ def options(*, causal=False, scale=None, method="hyper", block_size=256, sample_
         if not scale > 0 or not np.isfinite(scale):
             raise ValueError(f"scale: expected None or a positive finite float, got {scale}")
     if threads is not None:
-        threads = _check_int("threads", threads, 1)
+        threads = _check_int("threads", threads, 1, 2**31 - 1)
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
     return dict(
         causal=bool(causal), scale=0.0 if scale is None else float(scale), method=method,
         block_size=_check_int("block_size", block_size), sample_size=_check_int("sample_size", sample_size),
-        lsh_bits=_check_int("lsh_bits", lsh_bits), min_seq_len=_check_int("min_seq_len", min_seq_len),
-        seed=_check_int("seed", seed), preset=preset or "", bshd=layout == "bshd", threads=threads or 0,
+        lsh_bits=_check_int("lsh_bits", lsh_bits, 0, 2**31 - 1), min_seq_len=_check_int("min_seq_len", min_seq_len),
+        seed=_check_int("seed", seed, 0, 2**64 - 1), preset=preset or "", bshd=layout == "bshd", threads=threads or 0,
         sampling=sampling.replace("_", "-"), bucket_order=bucket_order.replace("_", "-"),
         sink_keys=_check_int("sink_keys", sink_keys), local_window=_check_int("local_window", local_window))
 

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/engine.hpp"
+#include "core/magnitudes.hpp"
 #include "core/random.hpp"
 
 namespace hyperattn {
@@ -105,12 +106,14 @@ Status check_injected(const AttentionArgs& args, const AttentionConfig& c, const
 Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected) {
   HYPERATTN_RETURN_IF_ERROR(validate(args, config));
   HYPERATTN_RETURN_IF_ERROR(check_injected(args, config, injected));
+  HYPERATTN_RETURN_IF_ERROR(core::check_magnitudes(args, config));
   return core::execute(core::hyper_plan(args.q.seq(), args.k.seq(), config), args, config, injected);
 }
 
 Status hyper_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config,
                                 const InjectedRandomness& injected) {
   HYPERATTN_RETURN_IF_ERROR(validate_backward(args, config));
+  HYPERATTN_RETURN_IF_ERROR(core::check_magnitudes(AttentionArgs{args.q, args.k, args.v, args.out, args.lse}, config));
   HYPERATTN_RETURN_IF_ERROR(check_injected(AttentionArgs{args.q, args.k, args.v, args.out, args.lse}, config, injected));
   return core::execute_backward(core::hyper_plan(args.q.seq(), args.k.seq(), config), args, config, injected);
 }

@@ -46,6 +46,18 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
   return s + ")";
 }
 
+// The product of the dimensions: 0 when any is 0 (even if the others would overflow: a (0, 2^62,
+// 2^62) array is valid and empty; found by fuzzing), saturating at INT64_MAX otherwise (the readers
+// refuse such shapes before any array exists).
+std::int64_t shape_numel(const std::vector<std::int64_t>& shape) {
+  for (std::int64_t d : shape)
+    if (d == 0) return 0;
+  std::int64_t n = 1;
+  for (std::int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n)) return std::numeric_limits<std::int64_t>::max();
+  return n;
+}
+
 // numel * elem_size, or false when a dimension is negative or the product overflows int64.
 bool checked_byte_count(const std::vector<std::int64_t>& shape, std::size_t elem_size, std::uint64_t* numel_out,
                         std::uint64_t* bytes_out) {
@@ -423,6 +435,35 @@ Status read_regular_file(const std::string& path, std::string* out, std::uint64_
 // ---------------------------------------------------------------------------------------------
 // Element types and conversions.
 
+Status parse_json(const std::string& text, const std::string& path, nlohmann::json* out) {
+  std::vector<std::set<std::string>> open_objects;
+  std::string duplicate, where;
+  const nlohmann::json::parser_callback_t cb = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) {
+      open_objects.emplace_back();
+    } else if (event == E::object_end) {
+      if (!open_objects.empty()) open_objects.pop_back();
+    } else if (event == E::key && !open_objects.empty() && parsed.is_string()) {
+      const std::string key = parsed.get<std::string>();
+      if (!open_objects.back().insert(key).second && duplicate.empty()) {
+        duplicate = key;
+        where = depth <= 1 ? "at the top level" : "at depth " + std::to_string(depth);
+      }
+    }
+    return true;
+  };
+  try {
+    *out = nlohmann::json::parse(text, cb);
+  } catch (const nlohmann::json::exception& e) {
+    return Status::IoError(path + ": not valid JSON: " + e.what());
+  }
+  if (!duplicate.empty())
+    return Status::IoError(path + ": key '" + duplicate + "' appears twice in one object (" + where +
+                           "); expected each key once");
+  return Status::Ok();
+}
+
 const char* to_string(ElemType type) {
   switch (type) {
     case ElemType::f32:
@@ -513,11 +554,7 @@ std::uint16_t f32_to_f16(float value) {
 // ---------------------------------------------------------------------------------------------
 // Array.
 
-std::int64_t Array::numel() const {
-  std::int64_t n = 1;
-  for (std::int64_t d : shape) n *= d;
-  return n;
-}
+std::int64_t Array::numel() const { return shape_numel(shape); }
 
 std::vector<float> Array::to_f32() const {
   const auto n = static_cast<std::size_t>(numel());
@@ -739,11 +776,7 @@ Status write_npy(const std::string& path, const Array& array) {
 // ---------------------------------------------------------------------------------------------
 // .safetensors
 
-std::int64_t SafetensorsTensor::numel() const {
-  std::int64_t n = 1;
-  for (std::int64_t d : shape) n *= d;
-  return n;
-}
+std::int64_t SafetensorsTensor::numel() const { return shape_numel(shape); }
 
 Array SafetensorsTensor::to_array() const {
   Array a;
@@ -827,14 +860,27 @@ Status SafetensorsFile::open(const std::string& path, SafetensorsFile* out) {
   const std::byte* data_section = base + 8 + header_len;
   const std::uint64_t data_size = file_size - 8 - header_len;
 
-  // Parse, refusing duplicate top-level names (which a JSON object would silently collapse).
-  std::set<std::string> seen_names;
-  std::string duplicate;
-  const nlohmann::json::parser_callback_t reject_duplicates = [&](int depth, nlohmann::json::parse_event_t event,
+  // Parse, refusing duplicate keys in any object (which a JSON object would silently collapse, the
+  // last one winning): a tensor name twice, or a field twice inside one tensor's entry
+  // ({"dtype":"F16","dtype":"F32"}) or inside __metadata__.
+  std::vector<std::set<std::string>> open_objects;  // the keys seen so far in each object being parsed
+  std::string current_name;                         // the top-level key being parsed
+  std::string duplicate;                            // the first duplicate, described
+  const nlohmann::json::parser_callback_t reject_duplicates = [&](int /*depth*/, nlohmann::json::parse_event_t event,
                                                                   nlohmann::json& parsed) {
-    if (event == nlohmann::json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-      if (!seen_names.insert(parsed.get<std::string>()).second && duplicate.empty()) {
-        duplicate = parsed.get<std::string>();
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) {
+      open_objects.emplace_back();
+    } else if (event == E::object_end) {
+      if (!open_objects.empty()) open_objects.pop_back();
+    } else if (event == E::key && !open_objects.empty() && parsed.is_string()) {
+      const std::string key = parsed.get<std::string>();
+      if (open_objects.size() == 1) current_name = key;
+      if (!open_objects.back().insert(key).second && duplicate.empty()) {
+        duplicate = open_objects.size() == 1 ? "tensor '" + key + "' appears twice in the header"
+                    : open_objects.size() == 2
+                        ? "key '" + key + "' appears twice in the entry of '" + current_name + "'"
+                        : "key '" + key + "' appears twice inside the entry of '" + current_name + "'";
       }
     }
     return true;
@@ -843,7 +889,7 @@ Status SafetensorsFile::open(const std::string& path, SafetensorsFile* out) {
                                                       /*allow_exceptions=*/false);
   if (header.is_discarded()) return Status::IoError(path + ": the header is not valid JSON");
   if (!header.is_object()) return Status::IoError(path + ": the header must be a JSON object");
-  if (!duplicate.empty()) return Status::IoError(path + ": tensor '" + duplicate + "' appears twice in the header");
+  if (!duplicate.empty()) return Status::IoError(path + ": " + duplicate + "; expected each key once");
 
   struct Range {
     std::uint64_t begin, end;
@@ -929,6 +975,23 @@ Status SafetensorsFile::open(const std::string& path, SafetensorsFile* out) {
                              ", " + std::to_string(ranges[i - 1].end) + ") and '" + *ranges[i].name + "' [" +
                              std::to_string(ranges[i].begin) + ", " + std::to_string(ranges[i].end) + ") overlap");
     }
+  }
+  // The tensors must cover the data section exactly, as the format requires: bytes no tensor
+  // references (a gap, or trailing bytes) mean a lying or damaged header.
+  std::uint64_t covered = 0;
+  for (const Range& r : ranges) {
+    if (r.begin != covered) {
+      return Status::IoError(path + ": bytes [" + std::to_string(covered) + ", " + std::to_string(r.begin) +
+                             ") of the data section belong to no tensor (the next one, '" + *r.name +
+                             "', starts at " + std::to_string(r.begin) +
+                             "); expected the tensors to cover the data section without gaps");
+    }
+    covered = r.end;
+  }
+  if (covered != data_size) {
+    return Status::IoError(path + ": the tensors cover " + std::to_string(covered) + " bytes but the data section has " +
+                           std::to_string(data_size) + " (bytes [" + std::to_string(covered) + ", " +
+                           std::to_string(data_size) + ") belong to no tensor); expected them to cover it exactly");
   }
   *out = std::move(file);
   return Status::Ok();

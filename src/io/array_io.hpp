@@ -3,7 +3,8 @@
 // Every reader validates the header against the file's real size before allocating anything:
 // a truncated, lying or malformed file (bad magic, bad header, unknown dtype, Fortran order,
 // shapes whose byte count overflows or exceeds the file, offsets past the end, overlapping
-// tensors) yields Status::IoError naming the file, what was expected and what arrived.
+// tensors, duplicate keys in a .safetensors header, data bytes no tensor covers) yields
+// Status::IoError naming the file, what was expected and what arrived.
 #pragma once
 
 #include <cstddef>
@@ -12,6 +13,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "hyperattn/status.hpp"
 
@@ -86,6 +89,11 @@ Status write_safetensors(const std::string& path, const std::map<std::string, Ar
 // Reads the whole of `path` into `out`, refusing (without blocking) what is not a regular file
 // (a directory, a FIFO, /dev/zero) and files over `max_bytes`: IoError naming the path.
 Status read_regular_file(const std::string& path, std::string* out, std::uint64_t max_bytes);
+
+// Parses JSON text read from `path` (named in messages), refusing a key that appears twice in one
+// object (nlohmann::json would keep the last one silently): IoError "<path>: not valid JSON: ..." or
+// "<path>: key 'k' appears twice in one object (...); expected each key once".
+Status parse_json(const std::string& text, const std::string& path, nlohmann::json* out);
 
 // bf16/f16 <-> f32 conversions (round to nearest even), shared by the readers and the tools.
 float bf16_to_f32(std::uint16_t bits);

@@ -60,11 +60,7 @@ Status require_false_or_absent(const json& root, const std::string& path, const 
 
 Status parse_llama_config(const std::string& json_text, const std::string& path, LlamaConfig* out) {
   json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::exception& e) {
-    return Status::IoError(path + ": not valid JSON: " + e.what());
-  }
+  HYPERATTN_RETURN_IF_ERROR(io::parse_json(json_text, path, &root));
   if (!root.is_object()) return Status::IoError(path + ": expected a JSON object at the top level");
 
   // Architecture: only the Llama decoder is implemented.

@@ -50,26 +50,9 @@ Status open_checkpoint(const std::string& dir, Checkpoint* ckpt) {
   if (fs::exists(index)) {
     std::string text;
     HYPERATTN_RETURN_IF_ERROR(read_text(index, &text));
-    json root;
-    try {
-      root = json::parse(text);
-    } catch (const json::exception& e) {
-      return Status::IoError(index + ": not valid JSON: " + e.what());
-    }
-    if (!root.is_object() || !root.contains("weight_map") || !root["weight_map"].is_object()) {
-      return Status::IoError(index + ": expected an object with a \"weight_map\" object");
-    }
-    for (const auto& [name, file] : root["weight_map"].items()) {
-      if (!file.is_string()) {
-        return Status::IoError(index + ": weight_map[\"" + name + "\"]: expected a file name, found " + file.dump());
-      }
-      const std::string shard = file.get<std::string>();
-      // Shards live next to the index: refuse paths that leave the folder.
-      if (shard.empty() || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos ||
-          shard == "." || shard == "..") {
-        return Status::IoError(index + ": weight_map[\"" + name +
-                               "\"]: expected a file name in the model folder, found \"" + shard + "\"");
-      }
+    std::vector<std::pair<std::string, std::string>> weight_map;
+    HYPERATTN_RETURN_IF_ERROR(parse_shard_index(text, index, &weight_map));
+    for (const auto& [name, shard] : weight_map) {
       const std::string path = dir + "/" + shard;
       HYPERATTN_RETURN_IF_ERROR(open_shard(path, ckpt));
       if (ckpt->shards.at(path)->find(name) == nullptr) {
@@ -161,6 +144,30 @@ std::size_t numel(const std::vector<std::int64_t>& shape) {
 }
 
 }  // namespace
+
+Status parse_shard_index(const std::string& json_text, const std::string& index,
+                         std::vector<std::pair<std::string, std::string>>* weight_map) {
+  json root;
+  HYPERATTN_RETURN_IF_ERROR(io::parse_json(json_text, index, &root));
+  if (!root.is_object() || !root.contains("weight_map") || !root["weight_map"].is_object()) {
+    return Status::IoError(index + ": expected an object with a \"weight_map\" object");
+  }
+  weight_map->clear();
+  for (const auto& [name, file] : root["weight_map"].items()) {
+    if (!file.is_string()) {
+      return Status::IoError(index + ": weight_map[\"" + name + "\"]: expected a file name, found " + file.dump());
+    }
+    const std::string shard = file.get<std::string>();
+    // Shards live next to the index: refuse paths that leave the folder.
+    if (shard.empty() || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos ||
+        shard == "." || shard == "..") {
+      return Status::IoError(index + ": weight_map[\"" + name +
+                             "\"]: expected a file name in the model folder, found \"" + shard + "\"");
+    }
+    weight_map->emplace_back(name, shard);
+  }
+  return Status::Ok();
+}
 
 Status load_llama_weights(const std::string& dir, const LlamaConfig& c, LlamaWeights* out) {
   Checkpoint ckpt;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hyperattn/status.hpp"
@@ -33,6 +34,12 @@ struct LlamaWeights {
 
   const float* output_embedding() const { return lm_head.empty() ? embed_tokens.data() : lm_head.data(); }
 };
+
+// Parses the text of model.safetensors.index.json (`index` names it in messages): the weight_map's
+// (tensor name, shard file name) pairs, each shard a plain file name in the model folder (no '/',
+// '\\', "." or ".."). IoError naming the index, the entry and what was found.
+Status parse_shard_index(const std::string& json_text, const std::string& index,
+                         std::vector<std::pair<std::string, std::string>>* weight_map);
 
 // Loads `dir`'s checkpoint for the architecture `config`.
 Status load_llama_weights(const std::string& dir, const LlamaConfig& config, LlamaWeights* out);

@@ -347,3 +347,24 @@ TEST(BackwardErrors, NameTheArgument) {
 
 }  // namespace
 }  // namespace hyperattn::testing
+
+namespace hyperattn::testing {
+namespace {
+
+TEST(BackwardErrors, OverflowingMagnitudesAreRefused) {
+  GradProblem gp({1, 1, 1, 64, 64, 32}, DType::f32, Layout::bhsd, 81);
+  AttentionConfig c;
+  ASSERT_TRUE(exact_attention(gp.p.args(), c).ok());
+  for (std::int64_t i = 0; i < 64; ++i)
+    for (std::int64_t e = 0; e < 32; ++e) {
+      gp.p.q.set(0, 0, i, e, 1e20f);
+      gp.p.k.set(0, 0, i, e, 1e20f);
+    }
+  const Status s = exact_attention_backward(gp.grad_args(), c);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("q"), std::string::npos) << s.message();
+  EXPECT_FALSE(hyper_attention_backward(gp.grad_args(), c).ok());
+}
+
+}  // namespace
+}  // namespace hyperattn::testing

@@ -422,5 +422,19 @@ TEST(Bfloat16Conversion, RoundsToNearestEven) {
   }
 }
 
+
+// Found by fuzzing (fuzz/regressions/npy/): an empty array whose other dimensions multiply past
+// int64 is valid; numel() is 0 without overflowing on the way (UBSan: signed overflow).
+TEST_F(NpyTest, EmptyArrayWithHugeDimensions) {
+  Array a;
+  const Status s = read_npy(
+      write_bytes("e.npy", npy_v1("{'descr': '<f8', 'fortran_order': False, 'shape': (9999, 9940, 999999999999880, 0, 23, 9), }", "")),
+      &a);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(a.numel(), 0);
+  EXPECT_TRUE(a.bytes.empty());
+  EXPECT_TRUE(a.to_f32().empty());
+}
+
 }  // namespace
 }  // namespace hyperattn::io

@@ -221,5 +221,43 @@ TEST_F(SafetensorsTest, RejectsNegativeDim) {
   expect_header_rejected(R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8, "non-negative integers");
 }
 
+// Issue 15: a key repeated inside one tensor's entry is refused (JSON would keep the last one, so
+// {"dtype":"F16","dtype":"F32"} read as F32 while another reader may take F16), and so is a key
+// repeated inside __metadata__.
+TEST_F(SafetensorsTest, RejectsDuplicateKeysInsideAnEntry) {
+  expect_header_rejected(R"({"a":{"dtype":"F16","dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4,
+                         "key 'dtype' appears twice in the entry of 'a'");
+  expect_header_rejected(R"({"a":{"dtype":"F32","shape":[1],"shape":[1],"data_offsets":[0,4]}})", 4,
+                         "key 'shape' appears twice in the entry of 'a'");
+  expect_header_rejected(
+      R"({"__metadata__":{"format":"pt","format":"np"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4,
+      "key 'format' appears twice in the entry of '__metadata__'");
+}
+
+// Issue 15 (decided: refuse, docs/reliability.md): data-section bytes that no tensor references, a
+// gap between tensors or bytes after the last one, mean a lying header; the format requires the
+// tensors to cover the data section exactly.
+TEST_F(SafetensorsTest, RejectsDataBytesNoTensorReferences) {
+  expect_header_rejected(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 12,
+                         "the tensors cover 4 bytes but the data section has 12");
+  expect_header_rejected(
+      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+      12, "bytes [4, 8) of the data section belong to no tensor");
+  expect_header_rejected(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8,
+                         "bytes [0, 4) of the data section belong to no tensor");
+  expect_header_rejected(R"({"__metadata__":{"format":"pt"}})", 16, "the tensors cover 0 bytes but the data section has 16");
+}
+
+
+// The same for a .safetensors tensor (an empty tensor with huge other dimensions).
+TEST_F(SafetensorsTest, EmptyTensorWithHugeDimensions) {
+  const std::string header = R"({"e":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}})";
+  SafetensorsFile file;
+  const Status s = SafetensorsFile::open(write_bytes("e.safetensors", safetensors_bytes(header, "")), &file);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(file.find("e")->numel(), 0);
+  EXPECT_TRUE(file.find("e")->to_array().bytes.empty());
+}
+
 }  // namespace
 }  // namespace hyperattn::io

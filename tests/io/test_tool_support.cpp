@@ -106,6 +106,10 @@ TEST_F(PlotTest, ReportsGnuplotFailure) {
   const Status s = plot_png(example_spec(path("no_such_dir/p.png")));
   EXPECT_EQ(s.code(), StatusCode::io_error);
   EXPECT_NE(s.message().find("no_such_dir/p.png"), std::string::npos) << s.message();
+  // Our words, not gnuplot's (issue 15): no script line, caret or gnuplot diagnostic.
+  EXPECT_NE(s.message().find("cannot write the plot"), std::string::npos) << s.message();
+  for (const char* gnuplot_text : {"set output", "line ", "^", "system error", ".gp"})
+    EXPECT_EQ(s.message().find(gnuplot_text), std::string::npos) << gnuplot_text << " in: " << s.message();
 }
 
 // ---- progress ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "model/llama_model.hpp"
+#include "model/llama_weights.hpp"
 #include "tiny_llama.hpp"
 
 namespace hyperattn::model {
@@ -106,6 +107,20 @@ TEST(LlamaRefusals, IndexPointingOutsideTheFolder) {
              {{"weight_map", {{"model.embed_tokens.weight", "../elsewhere.safetensors"}}}});
   LlamaModel model;
   expect_refused(LlamaModel::load(dir.str(), &model), {"model.safetensors.index.json", "../elsewhere.safetensors"});
+}
+
+
+// Issue 15: a key given twice in config.json or in the shard index is refused (nlohmann::json keeps
+// the last one, so `"vocab_size": 8, "vocab_size": 4096` would silently read as 4096).
+TEST(LlamaRefusals, DuplicateKeysInConfigAndIndex) {
+  LlamaConfig c;
+  expect_refused(parse_llama_config(R"({"model_type":"llama","vocab_size":8,"vocab_size":4096})", "/m/config.json", &c),
+                 {"/m/config.json", "key 'vocab_size' appears twice", "expected each key once"});
+  std::vector<std::pair<std::string, std::string>> map;
+  expect_refused(parse_shard_index(R"({"weight_map":{"a":"x.safetensors","a":"y.safetensors"}})", "/m/index.json", &map),
+                 {"/m/index.json", "key 'a' appears twice"});
+  EXPECT_TRUE(parse_shard_index(R"({"weight_map":{"a":"x.safetensors","b":"x.safetensors"}})", "/m/index.json", &map).ok());
+  EXPECT_EQ(map.size(), 2u);
 }
 
 }  // namespace

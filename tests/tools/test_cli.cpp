@@ -30,8 +30,10 @@ struct Cli : ::testing::Test {
   std::string p(const std::string& name) const { return (dir / name).string(); }
 
   // Exit code of `hyperattn <args>`, output to dir/stdout and dir/stderr.
-  int run(const std::string& args) const {
-    const std::string cmd = std::string(HYPERATTN_CLI) + " " + args + " > " + p("stdout") + " 2> " + p("stderr");
+  // With timeout_s > 0, a run that hangs is killed and reads as exit code 124.
+  int run(const std::string& args, int timeout_s = 0) const {
+    const std::string cmd = (timeout_s > 0 ? "timeout " + std::to_string(timeout_s) + " " : std::string()) +
+                            std::string(HYPERATTN_CLI) + " " + args + " > " + p("stdout") + " 2> " + p("stderr");
     const int rc = std::system(cmd.c_str());
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   }
@@ -288,6 +290,78 @@ TEST_F(Cli, NonRegularFilesAreRefused) {
                 "/data/emma.txt --seq-len 64 --windows 1 --quiet",
             bad);
   }
+}
+
+// Issue 15: an output into a missing folder, onto a folder or into a FIFO nobody reads is refused
+// before anything is computed: exit 2 and a message naming the flag and the path.
+TEST_F(Cli, OutputPathsAreCheckedBeforeComputing) {
+  random_npy("q.npy", {2, 64, 32}, 1), random_npy("k.npy", {2, 64, 32}, 2), random_npy("v.npy", {2, 64, 32}, 3);
+  const std::string in = "run --q " + p("q.npy") + " --k " + p("k.npy") + " --v " + p("v.npy");
+  const std::string missing = p("no_such_folder/x.out");
+  const std::string fifo = p("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto refused = [&](const std::string& args, const std::string& flag, const std::string& path, const std::string& why) {
+    EXPECT_EQ(run(args, /*timeout_s=*/60), 2) << args << "\n" << err();
+    EXPECT_NE(err().find(flag + " " + path + ": "), std::string::npos) << args << "\n" << err();
+    EXPECT_NE(err().find(why), std::string::npos) << args << "\n" << err();
+    EXPECT_EQ(bytes("stdout").find("batch"), std::string::npos) << "computed before refusing: " << args;
+  };
+  refused(in + " --out " + missing, "--out", missing, "does not exist");
+  refused(in + " --out " + dir.string(), "--out", dir.string(), "is a folder");
+  refused(in + " --out " + p("q.npy") + "/x", "--out", p("q.npy") + "/x", "is not a folder");
+  refused(in + " --out " + fifo, "--out", fifo, "FIFO");
+  refused(in + " --out " + p("o.npy") + " --lse " + missing, "--lse", missing, "does not exist");
+  refused(in + " --out " + p("o.npy") + " --lse " + dir.string(), "--lse", dir.string(), "is a folder");
+  EXPECT_FALSE(fs::exists(p("o.npy")));
+  const std::string bench = "bench --seq 256 --head-dim 32 --repeats 1 --method exact";
+  refused(bench + " --json " + missing, "--json", missing, "does not exist");
+  refused(bench + " --plot " + missing, "--plot", missing, "does not exist");
+  refused(bench + " --plot " + dir.string(), "--plot", dir.string(), "is a folder");
+  const std::string model = std::string(HYPERATTN_SOURCE_DIR) + "/models/llama-11m-32k";
+  const std::string eval = "eval --model " + model + " --text " + std::string(HYPERATTN_SOURCE_DIR) + "/data/emma.txt --seq-len 64 --windows 1 --quiet";
+  refused(eval + " --json " + missing, "--json", missing, "does not exist");
+  refused(eval + " --plot " + dir.string(), "--plot", dir.string(), "is a folder");
+  refused(eval + " --per-position " + missing, "--per-position", missing, "does not exist");
+  const std::string diagnose = "diagnose --q " + p("q.npy") + " --k " + p("k.npy") + " --v " + p("v.npy");
+  refused(diagnose + " --json " + dir.string(), "--json", dir.string(), "is a folder");
+  refused(diagnose + " --plot " + missing, "--plot", missing, "does not exist");
+  // A writable path still works (and --plot's failure, were gnuplot to fail, is in our words: see
+  // PlotTest.ReportsGnuplotFailure).
+  ASSERT_EQ(run(in + " --out " + p("o.npy") + " --lse " + p("l.npy")), 0) << err();
+}
+
+// Issue 15: numbers are read as typed. --seed -1 is not 2^64 - 1, 2^64 is not clamped, a huge
+// --seq-len is reported as typed (not as 9223372036854775807), and --scale nan / 1e39 are refused
+// naming --scale (not config.scale).
+TEST_F(Cli, NumbersAreReadAsTyped) {
+  random_npy("q.npy", {2, 64, 32}, 1), random_npy("k.npy", {2, 64, 32}, 2), random_npy("v.npy", {2, 64, 32}, 3);
+  const std::string in = "run --q " + p("q.npy") + " --k " + p("k.npy") + " --v " + p("v.npy") + " --out " + p("o.npy");
+  auto refused = [&](const std::string& args, const std::string& flag, const std::string& typed) {
+    EXPECT_EQ(run(args), 2) << args << "\n" << err();
+    EXPECT_NE(err().find(flag + ": expected"), std::string::npos) << args << "\n" << err();
+    EXPECT_NE(err().find("found '" + typed + "'"), std::string::npos) << args << "\n" << err();
+    EXPECT_EQ(err().find("9223372036854775807"), std::string::npos) << args << "\n" << err();
+    EXPECT_EQ(err().find("config."), std::string::npos) << args << "\n" << err();
+  };
+  refused(in + " --seed -1", "--seed", "-1");
+  refused(in + " --seed 18446744073709551616", "--seed", "18446744073709551616");
+  refused(in + " --seed 0x10", "--seed", "0x10");
+  refused(in + " --scale nan", "--scale", "nan");
+  refused(in + " --scale 1e39", "--scale", "1e39");
+  refused(in + " --scale -1", "--scale", "-1");
+  refused(in + " --scale 1e-50", "--scale", "1e-50");
+  refused(in + " --block-size 99999999999999999999", "--block-size", "99999999999999999999");
+  refused(in + " --threads -2", "--threads", "-2");
+  const std::string model = std::string(HYPERATTN_SOURCE_DIR) + "/models/llama-11m-32k";
+  const std::string text = std::string(HYPERATTN_SOURCE_DIR) + "/data/emma.txt";
+  refused("eval --model " + model + " --text " + text + " --seq-len 99999999999999999999", "--seq-len", "99999999999999999999");
+  refused("diagnose --model " + model + " --text " + text + " --layer 0 --seq-len 99999999999999999999", "--seq-len",
+          "99999999999999999999");
+  refused("bench --seq 256,-5 --head-dim 32", "--seq", "-5");
+  EXPECT_EQ(run("eval --model " + model + " --text " + text + " --seq-len 9999999999 --quiet"), 2);
+  EXPECT_NE(err().find("found 9999999999"), std::string::npos) << err();
+  // The largest seed and a plain scale still run.
+  EXPECT_EQ(run(in + " --seed 18446744073709551615 --scale 0.5"), 0) << err();
 }
 
 }  // namespace

@@ -89,6 +89,13 @@ std::string read_text(const std::string& path, std::size_t limit) {
   return text;
 }
 
+// gnuplot's output, only when HYPERATTN_GNUPLOT_LOG is set (and not "0").
+std::string debug_log(const std::string& log) {
+  const char* env = std::getenv("HYPERATTN_GNUPLOT_LOG");
+  if (env == nullptr || *env == '\0' || std::string(env) == "0" || log.empty()) return {};
+  return " (gnuplot said: " + log + ")";
+}
+
 // A temporary file name from mkstemps, created empty; removed by the destructor.
 class TempFile {
  public:
@@ -196,14 +203,16 @@ Status plot_png(const PlotSpec& spec) {
   if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) {
     const std::string how = WIFEXITED(wait_status) ? fmt::format("exited with status {}", WEXITSTATUS(wait_status))
                                                    : fmt::format("was killed by signal {}", WTERMSIG(wait_status));
-    return Status::IoError("plot: gnuplot " + how + " while writing " + spec.output_png +
-                           (log.empty() ? std::string() : ":\n" + log));
+    // gnuplot's own text (script line numbers, a caret under our temporary script) means nothing to
+    // the user; say what failed in our words. HYPERATTN_GNUPLOT_LOG=1 appends it for debugging.
+    return Status::IoError("cannot write the plot " + spec.output_png + ": gnuplot " + how +
+                           "; expected a writable .png path" + debug_log(log));
   }
   std::ifstream png(spec.output_png, std::ios::binary);
   char signature[8] = {};
   if (!png.read(signature, 8) || std::memcmp(signature, "\x89PNG\r\n\x1a\n", 8) != 0) {
-    return Status::IoError("plot: gnuplot exited normally but " + spec.output_png + " is missing or not a PNG" +
-                           (log.empty() ? std::string() : ":\n" + log));
+    return Status::IoError("cannot write the plot " + spec.output_png +
+                           ": gnuplot exited normally but the file is missing or not a PNG" + debug_log(log));
   }
   return Status::Ok();
 }

@@ -32,7 +32,8 @@ struct PlotSpec {
 Status gnuplot_script(const PlotSpec& spec, std::string* script);
 
 // Renders `spec` to spec.output_png. Errors: an inconsistent spec (InvalidArgument), gnuplot
-// missing or failing, or no PNG written (IoError, with gnuplot's own message).
+// missing or failing, or no PNG written (IoError in our words; HYPERATTN_GNUPLOT_LOG=1 appends
+// gnuplot's own output).
 Status plot_png(const PlotSpec& spec);
 
 }  // namespace hyperattn::tools

@@ -1,0 +1,204 @@
+// tests/core/test_numerics.cpp: numerical robustness against the double reference (issue 15):
+// finite inputs whose fp32 scores or sums would overflow are refused with a message; large but
+// representable magnitudes, all-equal keys, denormals, one token and one query against 131072 keys
+// compute what the reference computes. (Rows that see no key: ExactAttention.EmptyRowsFollowTheEmptySetRule
+// and HyperAttention.CausalEmptyRowsAndGroupedHeads; NaN: ExactAttention.NaNInputsPropagate.)
+#include <gtest/gtest.h>
+
+#include <cfloat>
+#include <cmath>
+#include <limits>
+
+#include "attention_tester.hpp"
+#include "core/magnitudes.hpp"
+
+namespace hyperattn::testing {
+namespace {
+
+AttentionConfig hyper_config(bool causal) {
+  AttentionConfig c;
+  c.block_size = 64;
+  c.sample_size = 32;
+  c.min_seq_len = 128;
+  c.lsh_bits = 5;
+  c.causal = causal;
+  c.threads = 2;
+  c.seed = 7;
+  return c;
+}
+
+// Runs exact (hyper = false) or HyperAttention and the matching double reference; returns the max
+// |out - ref| and the max |lse - ref| / max(1, |ref|).
+struct Compared {
+  double out_abs = 0.0, lse_rel = 0.0;
+  bool finite = true;
+};
+
+Compared run_and_compare(Problem& p, const AttentionConfig& cfg, bool hyper) {
+  Compared r;
+  const Status s = hyper ? hyper_attention(p.args(), cfg) : exact_attention(p.args(), cfg);
+  EXPECT_TRUE(s.ok()) << s.message();
+  reference::Output ref;
+  const Status rs = hyper ? reference::hyper_attention(p.args(), cfg, {}, &ref) : reference::exact_attention(p.args(), cfg, &ref);
+  EXPECT_TRUE(rs.ok()) << rs.message();
+  const Shape& sh = p.shape;
+  std::size_t o = 0;
+  for (std::int64_t b = 0; b < sh.batch; ++b)
+    for (std::int64_t h = 0; h < sh.heads_q; ++h)
+      for (std::int64_t i = 0; i < sh.seq_q; ++i) {
+        const std::size_t li = static_cast<std::size_t>((b * sh.heads_q + h) * sh.seq_q + i);
+        const double l = p.lse[li], lr = ref.lse[li];
+        if (!std::isfinite(l) && !(std::isinf(l) && l == lr)) r.finite = false;
+        if (std::isfinite(lr)) r.lse_rel = std::max(r.lse_rel, std::abs(l - lr) / std::max(1.0, std::abs(lr)));
+        for (std::int64_t c = 0; c < sh.head_dim; ++c, ++o) {
+          const double x = p.out.get(b, h, i, c);
+          if (!std::isfinite(x)) r.finite = false;
+          r.out_abs = std::max(r.out_abs, std::abs(x - ref.out[o]));
+        }
+      }
+  return r;
+}
+
+// ---- hole 3: finite inputs whose fp32 arithmetic would overflow --------------------------------
+
+// Q and K at ~1e20 (512 x 64): every score is ~1e40 > FLT_MAX. Before the check, exact attention
+// returned NaN everywhere and HyperAttention LSE +inf; now both refuse, naming q and k, the bound
+// and what arrived.
+TEST(Numerics, ScoresThatOverflowFp32AreRefused) {
+  for (bool hyper : {false, true})
+    for (bool causal : {false, true})
+      for (DType dtype : {DType::f32, DType::bf16}) {
+        SCOPED_TRACE(std::string(hyper ? "hyper" : "exact") + (causal ? " causal " : " ") + to_string(dtype));
+        Problem p({1, 2, 1, 512, 512, 64}, dtype, Layout::bhsd, 11, 1e20f);
+        AttentionConfig cfg = hyper_config(causal);
+        const Status s = hyper ? hyper_attention(p.args(), cfg) : exact_attention(p.args(), cfg);
+        ASSERT_EQ(s.code(), StatusCode::invalid_argument) << s.message();
+        EXPECT_NE(s.message().find("q, k: "), std::string::npos) << s.message();
+        EXPECT_NE(s.message().find("expected at most 2^127"), std::string::npos) << s.message();
+        EXPECT_NE(s.message().find("e+42"), std::string::npos) << s.message();  // what arrived: ~1e21^2
+      }
+  // A large scale on moderate inputs overflows as well.
+  Problem p({1, 1, 1, 64, 64, 64}, DType::f32, Layout::bhsd, 12, 1e10f);
+  AttentionConfig cfg;
+  cfg.scale = 1e20f;
+  const Status s = exact_attention(p.args(), cfg);
+  EXPECT_EQ(s.code(), StatusCode::invalid_argument) << s.message();
+  EXPECT_NE(s.message().find("scale 1e+20"), std::string::npos) << s.message();
+}
+
+// V at 3e38: the weighted sum of two or more keys exceeds FLT_MAX (it returned +inf).
+TEST(Numerics, ValuesWhoseSumsOverflowFp32AreRefused) {
+  for (bool hyper : {false, true}) {
+    Problem p({1, 1, 1, 300, 300, 32}, DType::f32, Layout::bhsd, 13);
+    for (std::int64_t j = 0; j < 300; ++j)
+      for (std::int64_t c = 0; c < 32; ++c) p.v.set(0, 0, j, c, 3e38f);
+    const Status s = hyper ? hyper_attention(p.args(), hyper_config(false)) : exact_attention(p.args(), {});
+    ASSERT_EQ(s.code(), StatusCode::invalid_argument) << s.message();
+    EXPECT_NE(s.message().find("v: max |v| is 3e+38"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("seq_kv 300"), std::string::npos) << s.message();
+  }
+  // Just inside the bound it computes, and the output is finite: all-equal values give that value.
+  Problem p({1, 1, 1, 300, 300, 32}, DType::f32, Layout::bhsd, 14);
+  const float big = static_cast<float>(core::kValueSumBound / 300.0 * 0.99);
+  for (std::int64_t j = 0; j < 300; ++j)
+    for (std::int64_t c = 0; c < 32; ++c) p.v.set(0, 0, j, c, big);
+  ASSERT_TRUE(exact_attention(p.args(), {}).ok());
+  for (std::int64_t i = 0; i < 300; i += 37) EXPECT_NEAR(p.out.get(0, 0, i, 5) / big, 1.0, 1e-4);
+}
+
+// NaN and Inf are not refused by the range check: they propagate (docs/numerics.md).
+TEST(Numerics, NonFiniteInputsStillPropagate) {
+  Problem p({1, 1, 1, 64, 64, 32}, DType::f32, Layout::bhsd, 15);
+  p.q.set(0, 0, 3, 1, INFINITY);
+  ASSERT_TRUE(exact_attention(p.args(), {}).ok());
+  EXPECT_FALSE(std::isfinite(p.lse[3]));
+}
+
+// Q and K at ~1e18 (scores ~1e36, 100x below FLT_MAX): computed, finite, and equal to the double
+// reference (the softmax is one-hot at this scale: the output is the argmax key's value).
+TEST(Numerics, HugeButRepresentableScoresMatchTheReference) {
+  for (bool hyper : {false, true})
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE(std::string(hyper ? "hyper" : "exact") + (causal ? " causal" : ""));
+      Problem p({1, 2, 1, 512, 512, 64}, DType::f32, Layout::bhsd, 16, 1e18f);
+      const Compared c = run_and_compare(p, hyper_config(causal), hyper);
+      EXPECT_TRUE(c.finite);
+      EXPECT_LE(c.out_abs, 1e-5);
+      EXPECT_LE(c.lse_rel, 64 * 0x1.0p-24 * 10);
+    }
+}
+
+// Scores of a few hundred (e^400 overflows fp32 and double alike) need the running max: the
+// online softmax must match the reference.
+TEST(Numerics, ScoresWhoseExpOverflowsMatchTheReference) {
+  for (bool hyper : {false, true}) {
+    Problem p({1, 2, 2, 600, 600, 64}, DType::f32, Layout::bshd, 17, 8.0f);  // |s| up to ~500
+    const Compared c = run_and_compare(p, hyper_config(true), hyper);
+    EXPECT_TRUE(c.finite);
+    EXPECT_LE(c.out_abs, 10.0 * (64 * 0x1.0p-24 * 500 + 600 * 0x1.0p-24) * 5);
+    EXPECT_LE(c.lse_rel, 1e-5);
+  }
+}
+
+// ---- degenerate inputs -----------------------------------------------------------------------
+
+// Every key equal: the weights are uniform, O is the mean of V (LSH puts every key in one bucket).
+TEST(Numerics, AllEqualKeysGiveTheMeanOfV) {
+  for (bool hyper : {false, true})
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE(std::string(hyper ? "hyper" : "exact") + (causal ? " causal" : ""));
+      Problem p({1, 1, 1, 500, 500, 32}, DType::f32, Layout::bhsd, 18);
+      for (std::int64_t j = 0; j < 500; ++j)
+        for (std::int64_t c = 0; c < 32; ++c) p.k.set(0, 0, j, c, 0.25f * static_cast<float>(c % 5) - 0.5f);
+      const Compared c = run_and_compare(p, hyper_config(causal), hyper);
+      EXPECT_TRUE(c.finite);
+      EXPECT_LE(c.out_abs, fp32_out_tolerance(32, 500));
+      EXPECT_LE(c.lse_rel, 1e-5);
+    }
+}
+
+// Denormal q, k (scores ~1e-78 round to 0: uniform weights) and denormal v (the output is a mean of
+// denormals: no flush to zero, so it keeps its relative accuracy down to the denormal spacing).
+TEST(Numerics, DenormalInputs) {
+  for (bool hyper : {false, true}) {
+    Problem p({1, 1, 1, 300, 300, 32}, DType::f32, Layout::bhsd, 19, 1e-39f);
+    std::mt19937_64 gen(5);
+    p.v.fill_normal(gen, 1e-39f);
+    ASSERT_LT(std::abs(p.v.get(0, 0, 0, 0)), FLT_MIN);  // really denormal
+    const Compared c = run_and_compare(p, hyper_config(false), hyper);
+    EXPECT_TRUE(c.finite);
+    // Each weight 1/300 and each sum in fp32 denormals: errors of a few denormal ulps (1.4e-45) per term.
+    EXPECT_LE(c.out_abs, 300 * 4 * 1.5e-45);
+    EXPECT_LE(c.lse_rel, 1e-6);
+  }
+}
+
+// One query, one key: O = v, LSE = the score, causal or not.
+TEST(Numerics, OneToken) {
+  for (bool hyper : {false, true})
+    for (bool causal : {false, true}) {
+      Problem p({1, 1, 1, 1, 1, 16}, DType::f32, Layout::bhsd, 20);
+      const Compared c = run_and_compare(p, hyper_config(causal), hyper);
+      EXPECT_TRUE(c.finite);
+      EXPECT_LE(c.out_abs, 1e-6);
+      EXPECT_LE(c.lse_rel, 1e-6);
+      for (int d = 0; d < 16; ++d) EXPECT_EQ(p.out.get(0, 0, 0, d), p.v.get(0, 0, 0, d));
+    }
+}
+
+// One query against 131072 keys (decode-like): the long fp32 sums stay within the bound.
+TEST(Numerics, OneQueryAgainst131072Keys) {
+  for (bool causal : {false, true}) {
+    Problem p({1, 2, 1, 1, 131072, 64}, DType::f32, Layout::bhsd, 21, 1.5f);
+    for (bool hyper : {false, true}) {
+      SCOPED_TRACE(std::string(hyper ? "hyper" : "exact") + (causal ? " causal" : ""));
+      const Compared c = run_and_compare(p, hyper_config(causal), hyper);
+      EXPECT_TRUE(c.finite);
+      EXPECT_LE(c.out_abs, fp32_out_tolerance(64, 131072));
+      EXPECT_LE(c.lse_rel, 1e-5);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hyperattn::testing
