@@ -420,6 +420,13 @@ void window_span(const Part& p, std::int64_t* w0, std::int64_t* w1) {
   *w1 = std::min(p.k1, p.q1 - 1 + p.window_delta);
 }
 
+// The local window of query row `row` of part p: keys [*w0, *w1) (empty when *w0 >= *w1).
+void window_of(const Part& p, std::int64_t row, std::int64_t* w0, std::int64_t* w1) {
+  const std::int64_t pos = row + p.window_delta;
+  *w0 = std::max(p.k0 + p.sinks, pos - p.window);
+  *w1 = std::min(p.k1, pos);
+}
+
 // An approximated block of a part with a local window (t: the block's tile, keys gathered). Rows
 // whose window reaches into the part's hashed keys see the block's keys and samples with those in
 // the window masked (bias -inf, so the samples still estimate the sum over the keys outside block
@@ -429,17 +436,10 @@ void window_span(const Part& p, std::int64_t* w0, std::int64_t* w1) {
 // part's windows reach (window_span), with each row's window; otherwise its plain rows run as one
 // tile and each windowed row as a tile of its own. Both give the same bits.
 void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTile& t, ThreadScratch& s) {
-  const std::int64_t lsh_k0 = p.k0 + p.sinks;
-  // The window of `row`: keys [w0, w1) (empty when w0 >= w1).
-  auto window_of = [&](std::int32_t row, std::int64_t* w0, std::int64_t* w1) {
-    const std::int64_t pos = row + p.window_delta;
-    *w0 = std::max(lsh_k0, pos - p.window);
-    *w1 = std::min(p.k1, pos);
-  };
   std::int64_t plain = 0;
   for (std::int64_t r = 0; r < t.rows; ++r) {
     std::int64_t w0, w1;
-    window_of(t.q_index[r], &w0, &w1);
+    window_of(p, t.q_index[r], &w0, &w1);
     s.row_window[static_cast<std::size_t>(2 * r)] = static_cast<std::int32_t>(w0);
     s.row_window[static_cast<std::size_t>(2 * r + 1)] = static_cast<std::int32_t>(std::max(w0, w1));
     if (w0 >= w1) s.rows[static_cast<std::size_t>(plain++)] = t.q_index[r];
@@ -479,7 +479,7 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
   }
   for (std::int64_t r = 0; r < t.rows; ++r) {
     std::int64_t w0, w1;
-    window_of(t.q_index[r], &w0, &w1);
+    window_of(p, t.q_index[r], &w0, &w1);
     if (w0 >= w1) continue;  // done with the plain rows
     std::int32_t* keys = s.row_keys.data();  // [t.keys + (w1 - w0)]
     float* bias = s.row_bias.data();         // [t.keys + (w1 - w0)]
@@ -1069,8 +1069,8 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vecto
           // The rows' windows (their keys exact, those inside masked from block and samples), as the forward.
           bool any = false;
           for (std::int64_t r = 0; r < t.rows; ++r) {
-            const std::int64_t pos = t.q_index[r] + p.window_delta;
-            const std::int64_t w0 = std::max(p.k0 + p.sinks, pos - p.window), w1 = std::min(p.k1, pos);
+            std::int64_t w0, w1;
+            window_of(p, t.q_index[r], &w0, &w1);
             s.row_window[static_cast<std::size_t>(2 * r)] = static_cast<std::int32_t>(w0);
             s.row_window[static_cast<std::size_t>(2 * r + 1)] = static_cast<std::int32_t>(std::max(w0, w1));
             any = any || w0 < w1;
