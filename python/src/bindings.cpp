@@ -200,29 +200,14 @@ void attention(In q, In k, In v, Out out, std::optional<Out> lse, const std::str
       throw nb::value_error((std::string("out: overlaps the memory of ") + names[i] +
                              "; expected a separate output array").c_str());
   if (lse) {
-    Out& l = *lse;
-    if (l.ndim() != 3)
-      throw nb::value_error(("lse: expected 3 dimensions [batch, heads_q, seq_q], got " + std::to_string(l.ndim())).c_str());
-    if (to_dtype("lse", l.dtype()) != hyperattn::DType::f32)
-      throw nb::type_error("lse: expected float32, got bfloat16");
-    std::array<std::int64_t, 3> shape{}, stride{};
-    for (int i = 0; i < 3; ++i) {
-      shape[i] = static_cast<std::int64_t>(l.shape(i));
-      stride[i] = static_cast<std::int64_t>(l.stride(i));
-    }
-    if (shape[0] != args.q.shape[0] || shape[1] != args.q.shape[1] || shape[2] != args.q.shape[2])
-      throw nb::value_error(("lse: expected shape [" + std::to_string(args.q.shape[0]) + ", " +
-                             std::to_string(args.q.shape[1]) + ", " + std::to_string(args.q.shape[2]) + "], got [" +
-                             std::to_string(shape[0]) + ", " + std::to_string(shape[1]) + ", " +
-                             std::to_string(shape[2]) + "]").c_str());
-    const Range rl = range_of(l.data(), shape, stride, 4);
+    args.lse = lse_view_of("lse", *lse, args.q);
+    const std::array<std::int64_t, 3> shape{args.q.shape[0], args.q.shape[1], args.q.shape[2]};
+    const Range rl = range_of(args.lse.data, shape, args.lse.stride, 4);
     if (overlaps(rl, ro)) throw nb::value_error("lse: overlaps the memory of out; expected a separate array");
     for (int i = 0; i < 3; ++i)
       if (overlaps(rl, range_of(ins[i]->data, ins[i]->shape, ins[i]->stride, es)))
         throw nb::value_error((std::string("lse: overlaps the memory of ") + names[i] +
                                "; expected a separate array").c_str());
-    args.lse.data = static_cast<float*>(l.data());
-    args.lse.stride = stride;
   }
   const hyperattn::AttentionConfig config = make_config(causal, scale, threads, lsh_bits, block_size, sample_size,
                                                        min_seq_len, seed, preset, bucket_order, sampling, sink_keys,
