@@ -4,25 +4,14 @@ scaled_dot_product_attention (in float64), HyperAttention against the closed for
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import hyperattn
+from test_attention import sdpa_ref as sdpa64  # SDPA in float64, GQA by repeated heads, bottom-right mask
 
 
 def rand(shape, seed, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-
-
-def sdpa64(q, k, v, causal):
-    """SDPA in float64 on [b, h, n, d] with GQA by repeating heads and the bottom-right causal mask."""
-    g = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
-    mask = None
-    if causal:
-        nq, nk = q.shape[2], k.shape[2]
-        mask = torch.ones(nq, nk, dtype=torch.bool).tril(nk - nq)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def rel_err(x, ref):

@@ -50,7 +50,20 @@ struct GradProblem {
   }
   std::vector<double> d_out_double() const { return reference::to_double(d_out.view); }
   std::vector<double> d_lse_double() const { return {d_lse.begin(), d_lse.end()}; }
+  // The closed-form gradients over the reference's key sets, with this problem's dO (and dLSE).
+  reference::Gradients reference_gradients(const reference::KeySets& sets, const AttentionConfig& c, bool with_d_lse = true) {
+    return reference::backward_sets(reference::to_problem(p.args(), c), sets, d_out_double(),
+                                    with_d_lse ? d_lse_double() : std::vector<double>{});
+  }
 };
+
+// Key-set entries with a nonzero bias: sampled keys (log w) or masked ones (-inf).
+std::size_t weighted_entries(const reference::KeySets& sets) {
+  std::size_t n = 0;
+  for (const auto& set : sets)
+    for (const auto& e : set) n += e.bias != 0.0;
+  return n;
+}
 
 std::vector<double> values(const Tensor& t) { return reference::to_double(t.view); }
 
@@ -142,10 +155,7 @@ TEST(ReferenceBackward, HyperMatchesFiniteDifferencesIncludingMerges) {
     c.lsh_bits = 3;
     reference::KeySets sets;
     ASSERT_TRUE(reference::hyper_key_sets(p.args(), c, {}, &sets).ok());
-    bool weighted = false;
-    for (const auto& s : sets)
-      for (const auto& e : s) weighted = weighted || e.bias != 0.0;
-    ASSERT_TRUE(weighted) << "the test must exercise sampled (weighted) keys";
+    ASSERT_GT(weighted_entries(sets), 0u) << "the test must exercise sampled (weighted) keys";
     SCOPED_TRACE(::testing::Message() << "causal " << causal);
     check_reference_by_finite_differences(p.args(), c, sets, 6);
   }
@@ -180,8 +190,7 @@ TEST(ExactBackward, MatchesClosedForm) {
     ASSERT_TRUE(s.ok()) << s.message();
     reference::KeySets sets;
     ASSERT_TRUE(reference::exact_key_sets(gp.p.args(), c, &sets).ok());
-    const reference::Gradients ref =
-        reference::backward_sets(reference::to_problem(gp.p.args(), c), sets, gp.d_out_double(), gp.d_lse_double());
+    const reference::Gradients ref = gp.reference_gradients(sets, c);
     SCOPED_TRACE(::testing::Message() << "nq " << ec.shape.seq_q << " nk " << ec.shape.seq_kv << " d " << ec.shape.head_dim
                                     << " causal " << ec.causal << " " << to_string(ec.dtype));
     expect_gradients_match(gp, ref, grad_tolerance(ec.dtype, ec.grad_dtype, ec.shape.head_dim, std::max(ec.shape.seq_q, ec.shape.seq_kv)), "exact");
@@ -240,12 +249,8 @@ TEST(HyperBackward, MatchesClosedFormOfTheEstimator) {
     ASSERT_TRUE(s.ok()) << s.message();
     reference::KeySets sets;
     ASSERT_TRUE(reference::hyper_key_sets(gp.p.args(), c, {}, &sets).ok());
-    std::size_t weighted = 0;
-    for (const auto& set : sets)
-      for (const auto& e : set) weighted += e.bias != 0.0;
-    ASSERT_GT(weighted, 0u) << "the case must approximate something";
-    const reference::Gradients ref =
-        reference::backward_sets(reference::to_problem(gp.p.args(), c), sets, gp.d_out_double(), gp.d_lse_double());
+    ASSERT_GT(weighted_entries(sets), 0u) << "the case must approximate something";
+    const reference::Gradients ref = gp.reference_gradients(sets, c);
     SCOPED_TRACE(::testing::Message() << "nq " << hc.shape.seq_q << " nk " << hc.shape.seq_kv << " causal " << hc.causal
                                     << " sampling " << static_cast<int>(hc.sampling) << " sinks " << hc.sinks
                                     << " window " << hc.window << " " << to_string(hc.dtype));
@@ -271,8 +276,7 @@ TEST(HyperBackward, OneBlockNoSamplesIsExactAttentionsGradient) {
     ASSERT_TRUE(exact_attention_backward(b.grad_args(), e).ok());
     reference::KeySets sets;
     ASSERT_TRUE(reference::exact_key_sets(b.p.args(), e, &sets).ok());
-    const reference::Gradients ref =
-        reference::backward_sets(reference::to_problem(b.p.args(), e), sets, b.d_out_double(), b.d_lse_double());
+    const reference::Gradients ref = b.reference_gradients(sets, e);
     expect_gradients_match(a, ref, grad_tolerance(DType::f32, DType::f32, 64, 300), "hyper with one block");
     expect_gradients_match(b, ref, grad_tolerance(DType::f32, DType::f32, 64, 300), "exact");
   }
@@ -308,7 +312,7 @@ TEST(HyperBackward, WithoutDLseMatchesClosedForm) {
   ASSERT_TRUE(hyper_attention_backward(gp.grad_args(/*with_d_lse=*/false), c).ok());
   reference::KeySets sets;
   ASSERT_TRUE(reference::hyper_key_sets(gp.p.args(), c, {}, &sets).ok());
-  const reference::Gradients ref = reference::backward_sets(reference::to_problem(gp.p.args(), c), sets, gp.d_out_double(), {});
+  const reference::Gradients ref = gp.reference_gradients(sets, c, /*with_d_lse=*/false);
   expect_gradients_match(gp, ref, grad_tolerance(DType::f32, DType::f32, 64, 4 * c.min_seq_len), "no d_lse");
 }
 
