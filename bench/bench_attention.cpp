@@ -2,11 +2,14 @@
 // API. Counters:
 //   FLOPS      attention FLOPs per second, 4 * rows * visible keys * head_dim (2 for Q K^T, 2 for
 //              P V; exp and the softmax not counted), kIsRate;
-//   peak_frac  FLOPS / the measured peak of the same arithmetic (fp32 FMA for f32 inputs, bf16 dot
-//              products for bf16 inputs) on the same number of threads (1 for kernel/..., the
-//              configured threads for the API benchmarks).
-// The peaks are measured at start-up with dependency-free loops (bench/isa_peak.cpp), printed, and
-// also reported as benchmarks peak/... . Run, e.g.:
+//   peak_frac  FLOPS / the measured peak of the arithmetic the kernel runs on (measure_kernel_peaks:
+//              the AVX-512 kernel fp32 zmm FMAs for f32 inputs and vdpbf16ps for bf16 ones; the
+//              avx512_nobf16 and AVX2 kernels zmm or ymm FMAs for both, they widen bf16 to fp32),
+//              on the same number of threads
+//              (1 for kernel/..., the configured threads for the API benchmarks, whose kernel is
+//              the one the library chose: HYPERATTN_ISA or the best supported).
+// The peaks of every ISA the CPU has are measured at start-up with dependency-free loops
+// (bench/isa_peak.cpp), printed, and also reported as benchmarks peak/... . Run, e.g.:
 //   bench_attention --benchmark_min_time=0.01 --benchmark_filter='kernel/avx512'
 #include <benchmark/benchmark.h>
 
@@ -17,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -26,7 +30,9 @@
 #include "core/bfloat16.hpp"
 #include "cpu/attention_kernel.hpp"
 #include "hyperattn/attention.hpp"
+#if defined(__x86_64__)
 #include "isa_peak.hpp"
+#endif
 
 namespace {
 
@@ -36,15 +42,20 @@ using hyperattn::cpu::DenseAttentionTile;
 
 constexpr int kApiThreads = 2;
 
-struct Peaks {
-  double f32_one = 0, bf16_one = 0;  // FLOP/s, one thread
-  double f32_all = 0, bf16_all = 0;  // FLOP/s, kApiThreads threads at once
+// Measured FLOP/s of one kernel's arithmetic, per input dtype: one thread and kApiThreads at once
+// (0: not measured, no peak_frac counter).
+struct KernelPeak {
+  double f32_one = 0, bf16_one = 0;
+  double f32_all = 0, bf16_all = 0;
+  double one(DType dtype) const { return dtype == DType::f32 ? f32_one : bf16_one; }
+  double all(DType dtype) const { return dtype == DType::f32 ? f32_all : bf16_all; }
 };
-Peaks g_peaks;
+std::map<std::string, KernelPeak> g_peaks;  // by AttentionKernel::name
 
-bool has_avx512_bf16() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+const KernelPeak& peak_of(const char* kernel_name) {
+  static const KernelPeak none;
+  const auto it = g_peaks.find(kernel_name);
+  return it == g_peaks.end() ? none : it->second;
 }
 
 double thread_cpu_seconds() {
@@ -53,11 +64,15 @@ double thread_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+#if defined(__x86_64__)
+using hyperattn::bench::PeakLoop;
+
 // FLOP/s of `loop` on `threads` threads at once: the sum over threads of each thread's FLOPs per
 // second of its own CPU time (so time slices lost to other processes do not count), best of 5
 // runs of ~50 ms.
-double measure_peak(double (*loop)(long), double flops_per_iteration, int threads) {
+double measure_peak(PeakLoop loop, int threads) {
   const long iterations = 5'000'000;
+  const double flops = hyperattn::bench::flops_per_iteration(loop) * static_cast<double>(iterations);
   double best = 0.0;
   for (int trial = 0; trial < 5; ++trial) {
     std::vector<std::thread> pool;
@@ -65,8 +80,8 @@ double measure_peak(double (*loop)(long), double flops_per_iteration, int thread
     for (int i = 0; i < threads; ++i)
       pool.emplace_back([&, i] {
         const double t0 = thread_cpu_seconds();
-        benchmark::DoNotOptimize(loop(iterations));
-        rate[i] = flops_per_iteration * static_cast<double>(iterations) / (thread_cpu_seconds() - t0);
+        benchmark::DoNotOptimize(hyperattn::bench::run_peak_loop(loop, iterations));
+        rate[i] = flops / (thread_cpu_seconds() - t0);
       });
     for (std::thread& th : pool) th.join();
     double total = 0.0;
@@ -76,11 +91,42 @@ double measure_peak(double (*loop)(long), double flops_per_iteration, int thread
   return best;
 }
 
-void BM_peak(benchmark::State& state, double (*loop)(long), double flops_per_iteration) {
+void BM_peak(benchmark::State& state, PeakLoop loop) {
   const long iterations = 1'000'000;
-  for (auto _ : state) benchmark::DoNotOptimize(loop(iterations));
-  state.counters["FLOPS"] = benchmark::Counter(flops_per_iteration * iterations * static_cast<double>(state.iterations()),
-                                               benchmark::Counter::kIsRate);
+  for (auto _ : state) benchmark::DoNotOptimize(hyperattn::bench::run_peak_loop(loop, iterations));
+  state.counters["FLOPS"] = benchmark::Counter(
+      hyperattn::bench::flops_per_iteration(loop) * iterations * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+#endif
+
+// Measures the peak of every ISA this CPU has, prints them, and sets each kernel's peak (g_peaks):
+// "avx512" runs fp32 zmm FMAs (f32) and vdpbf16ps (bf16), "avx512_nobf16" zmm FMAs and "avx2" ymm
+// FMAs for both dtypes; the
+// scalar kernel (and any kernel of another architecture) gets none.
+void measure_kernel_peaks() {
+#if defined(__x86_64__)
+  std::map<PeakLoop, std::pair<double, double>> rate;  // loop -> (1 thread, kApiThreads)
+  std::string line = "measured peak (GFLOP/s, 1 thread / " + std::to_string(kApiThreads) + " threads):";
+  for (PeakLoop loop : {PeakLoop::avx2_fma_f32, PeakLoop::avx512_fma_f32, PeakLoop::avx512_dpbf16}) {
+    if (!hyperattn::bench::isa_peak_supported(loop)) continue;
+    rate[loop] = {measure_peak(loop, 1), measure_peak(loop, kApiThreads)};
+    char buf[128];
+    std::snprintf(buf, sizeof buf, " %s %.1f / %.1f;", hyperattn::bench::peak_loop_name(loop), rate[loop].first * 1e-9,
+                  rate[loop].second * 1e-9);
+    line += buf;
+  }
+  std::printf("%s\n", line.c_str());
+  const auto set = [&](const char* kernel, PeakLoop f32, PeakLoop bf16) {
+    if (!rate.count(f32) || !rate.count(bf16)) return;
+    g_peaks[kernel] = KernelPeak{rate[f32].first, rate[bf16].first, rate[f32].second, rate[bf16].second};
+  };
+  set("avx2", PeakLoop::avx2_fma_f32, PeakLoop::avx2_fma_f32);
+  set("avx512_nobf16", PeakLoop::avx512_fma_f32, PeakLoop::avx512_fma_f32);  // widens bf16 to fp32
+  set("avx512", PeakLoop::avx512_fma_f32, PeakLoop::avx512_dpbf16);
+#else
+  std::printf("no peak loops for this architecture: peak_frac counters are not reported\n");
+#endif
 }
 
 // Row-major matrix of normal values, stored as f32 or as bf16 bits.
@@ -199,7 +245,7 @@ void BM_kernel(benchmark::State& state, const AttentionKernel* kernel, DType dty
     benchmark::ClobberMemory();
   }
   const double total = flops * static_cast<double>(state.iterations());
-  const double peak = dtype == DType::f32 ? g_peaks.f32_one : g_peaks.bf16_one;
+  const double peak = peak_of(kernel->name).one(dtype);
   state.counters["FLOPS"] = benchmark::Counter(total, benchmark::Counter::kIsRate);
   if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(total / peak, benchmark::Counter::kIsRate);
 }
@@ -237,7 +283,7 @@ void BM_api(benchmark::State& state, bool hyper, DType dtype, int head_dim, std:
     benchmark::ClobberMemory();
   }
   const double total = flops * static_cast<double>(state.iterations());
-  const double peak = dtype == DType::f32 ? g_peaks.f32_all : g_peaks.bf16_all;
+  const double peak = peak_of(hyperattn::cpu::best_kernel().name).all(dtype);
   state.counters["FLOPS"] = benchmark::Counter(total, benchmark::Counter::kIsRate);
   if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(total / peak, benchmark::Counter::kIsRate);
 }
@@ -296,18 +342,21 @@ void BM_backward(benchmark::State& state, bool hyper, DType dtype, int head_dim,
   }
   const double total = flops * static_cast<double>(state.iterations());
   state.counters["FLOPS"] = benchmark::Counter(total, benchmark::Counter::kIsRate);
-  if (g_peaks.f32_all > 0) state.counters["peak_frac"] = benchmark::Counter(total / g_peaks.f32_all, benchmark::Counter::kIsRate);
+  const double peak = peak_of(hyperattn::cpu::best_kernel().name).f32_all;
+  if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(total / peak, benchmark::Counter::kIsRate);
 }
 
 const char* dtype_name(DType dtype) { return dtype == DType::f32 ? "f32" : "bf16"; }
 
 void register_all() {
   using hyperattn::cpu::supported_kernels;
-  if (has_avx512_bf16()) {
-    namespace peak = hyperattn::bench::avx512;
-    benchmark::RegisterBenchmark("peak/fma_f32/threads:1", BM_peak, &peak::fma_f32_loop, peak::kFmaF32FlopsPerIteration);
-    benchmark::RegisterBenchmark("peak/dpbf16/threads:1", BM_peak, &peak::dpbf16_loop, peak::kDpbf16FlopsPerIteration);
-  }
+#if defined(__x86_64__)
+  using hyperattn::bench::PeakLoop;
+  for (PeakLoop loop : {PeakLoop::avx2_fma_f32, PeakLoop::avx512_fma_f32, PeakLoop::avx512_dpbf16})
+    if (hyperattn::bench::isa_peak_supported(loop))
+      benchmark::RegisterBenchmark((std::string("peak/") + hyperattn::bench::peak_loop_name(loop) + "/threads:1").c_str(),
+                                   BM_peak, loop);
+#endif
   const AttentionKernel* kernels[8];
   const int count = supported_kernels(kernels, 8);
   for (int i = 0; i < count; ++i) {
@@ -382,18 +431,7 @@ void register_all() {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  if (has_avx512_bf16()) {
-    namespace peak = hyperattn::bench::avx512;
-    g_peaks.f32_one = measure_peak(&peak::fma_f32_loop, peak::kFmaF32FlopsPerIteration, 1);
-    g_peaks.bf16_one = measure_peak(&peak::dpbf16_loop, peak::kDpbf16FlopsPerIteration, 1);
-    g_peaks.f32_all = measure_peak(&peak::fma_f32_loop, peak::kFmaF32FlopsPerIteration, kApiThreads);
-    g_peaks.bf16_all = measure_peak(&peak::dpbf16_loop, peak::kDpbf16FlopsPerIteration, kApiThreads);
-    std::printf("measured peak: fp32 FMA %.1f GFLOP/s (1 thread), %.1f (%d threads); bf16 dot %.1f (1 thread), %.1f (%d threads)\n",
-                g_peaks.f32_one * 1e-9, g_peaks.f32_all * 1e-9, kApiThreads, g_peaks.bf16_one * 1e-9,
-                g_peaks.bf16_all * 1e-9, kApiThreads);
-  } else {
-    std::printf("no AVX-512 BF16 on this CPU: peak_frac counters are not reported\n");
-  }
+  measure_kernel_peaks();
   std::printf("best kernel: %s\n", hyperattn::cpu::best_kernel().name);
   register_all();
   benchmark::RunSpecifiedBenchmarks();

@@ -172,7 +172,7 @@ struct BackwardTile {
 };
 
 struct AttentionKernel {
-  const char* name;  // e.g. "avx512", "avx2", "scalar"
+  const char* name;  // "avx512", "avx512_nobf16", "avx2", "scalar"
   void (*dense)(const DenseAttentionTile& tile);
   std::size_t (*scratch_floats)(int head_dim, int head_dim_v);
   // Optional: does dense() compute this tile's row windows compactly? If so, each row with a
@@ -187,7 +187,7 @@ struct AttentionKernel {
   std::size_t (*backward_scratch_floats)(int head_dim) = nullptr;
 };
 
-// The kernel chosen once from the CPU's features; HYPERATTN_ISA=scalar|avx2|avx512 forces one
+// The kernel chosen once from the CPU's features; HYPERATTN_ISA=scalar|avx2|avx512_nobf16|avx512 forces one
 // (an unsupported forced variant falls back to the best supported one, with a warning on stderr).
 const AttentionKernel& best_kernel();
 // Every variant this CPU can run (for tests and benchmarks).

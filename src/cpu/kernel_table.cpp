@@ -16,6 +16,9 @@ extern const AttentionKernel kKernel;
 namespace avx512 {
 extern const AttentionKernel kKernel;
 }
+namespace avx512_nobf16 {
+extern const AttentionKernel kKernel;
+}
 #endif
 
 namespace {
@@ -28,14 +31,14 @@ struct Variant {
 bool always() { return true; }
 
 #if defined(HYPERATTN_X86_KERNELS)
-// isa/avx512.cpp is compiled for AVX-512 F/BW/VL/DQ + BF16 + FMA and uses vdpbf16ps; a CPU with
-// AVX-512 but without BF16 runs the AVX2 variant.
-bool has_avx512_bf16() {
+// isa/avx512.cpp is compiled for AVX-512 F/BW/VL/DQ + FMA, with BF16 (vdpbf16ps) as "avx512" and
+// without it as "avx512_nobf16" (isa/avx512_nobf16.cpp).
+bool has_avx512() {
   __builtin_cpu_init();  // harmless when already done; needed if called before main
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma");
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
 }
+bool has_avx512_bf16() { return has_avx512() && __builtin_cpu_supports("avx512bf16"); }
 bool has_avx2_fma() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -46,6 +49,7 @@ bool has_avx2_fma() {
 const Variant kVariants[] = {
 #if defined(HYPERATTN_X86_KERNELS)
     {&avx512::kKernel, &has_avx512_bf16},
+    {&avx512_nobf16::kKernel, &has_avx512},
     {&avx2::kKernel, &has_avx2_fma},
 #endif
     {&scalar::kKernel, &always},

@@ -201,35 +201,80 @@ inline void load_row(DType dtype, const void* src, int dim, float mul, float* ds
   }
 }
 
-// Packs keys [c0, c0 + nc): K into [chunk, d, 16] panels, V into [nc, dv_pad] rows, bias * log2 e.
+// r[i] = row i of an 8 x 8 block -> r[j] = column j (shuffles only: exact).
+inline void transpose8x8(__m256 r[kW]) {
+  __m256 t[kW], u[kW];
+  for (int i = 0; i < kW; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < kW; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// 8 consecutive elements of a f32 or bf16 row as fp32.
+inline __m256 load8(DType dtype, const void* row, int x) {
+  if (dtype == DType::f32) return _mm256_loadu_ps(static_cast<const float*>(row) + x);
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const std::uint16_t*>(row) + x));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// Packs keys [c0, c0 + nc): K into [chunk, d, 16] panels (8 keys x 8 dims at a time by a
+// transpose in registers, the rest one element at a time), V into [nc, dv_pad] rows, bias * log2 e.
 void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t c0, int nc,
                float* kbuf, float* vbuf, float* bias) {
   const int d = t.head_dim;
   const int dv = t.head_dim_v;
   const int nc_pad = static_cast<int>(round_up(static_cast<std::size_t>(nc), kKeyChunk));
+  const int d8 = d / kW * kW;  // dims the transpose covers
+  const auto key_row = [&](int c) { return t.k_index ? std::int64_t{t.k_index[c0 + c]} : c0 + c; };
   if (t.k_index)
     for (int c = 0; c < std::min(nc, kPrefetchAhead); ++c) {
       prefetch_row(t.dtype, t.k, t.k_row_stride, t.k_index[c0 + c], d);
       prefetch_row(t.dtype, t.v, t.v_row_stride, t.k_index[c0 + c], dv);
     }
-  for (int c = 0; c < nc_pad; ++c) {
-    if (t.k_index && c + kPrefetchAhead < nc) {
-      prefetch_row(t.dtype, t.k, t.k_row_stride, t.k_index[c0 + c + kPrefetchAhead], d);
-      prefetch_row(t.dtype, t.v, t.v_row_stride, t.k_index[c0 + c + kPrefetchAhead], dv);
-    }
-    float* panel = kbuf + static_cast<std::size_t>(c / kKeyChunk) * d * kKeyChunk + c % kKeyChunk;
-    if (c < nc) {
-      const std::int64_t row = t.k_index ? t.k_index[c0 + c] : c0 + c;
-      const void* src = row_address(t.dtype, t.k, t.k_row_stride, row);
-      if (t.dtype == DType::f32) {
-        const float* s = static_cast<const float*>(src);
-        for (int x = 0; x < d; ++x) panel[x * kKeyChunk] = s[x];
-      } else {
-        const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
-        for (int x = 0; x < d; ++x) panel[x * kKeyChunk] = bf16_to_f32(s[x]);
+  for (int c8 = 0; c8 < nc_pad; c8 += kW) {
+    if (t.k_index)
+      for (int c = c8 + kPrefetchAhead; c < std::min(nc, c8 + kW + kPrefetchAhead); ++c) {
+        prefetch_row(t.dtype, t.k, t.k_row_stride, t.k_index[c0 + c], d);
+        prefetch_row(t.dtype, t.v, t.v_row_stride, t.k_index[c0 + c], dv);
       }
-    } else {
-      for (int x = 0; x < d; ++x) panel[x * kKeyChunk] = 0.0f;
+    // Keys c8 .. c8 + 7 fill lanes c8 % 16 .. + 7 of their chunk's panel [d, 16].
+    float* panel = kbuf + static_cast<std::size_t>(c8 / kKeyChunk) * d * kKeyChunk + c8 % kKeyChunk;
+    const int keys = std::min(kW, nc - c8);  // real keys here (<= 0: all padding)
+    if (keys == kW) {
+      const void* src[kW];
+      for (int i = 0; i < kW; ++i) src[i] = row_address(t.dtype, t.k, t.k_row_stride, key_row(c8 + i));
+      for (int x = 0; x < d8; x += kW) {
+        __m256 r[kW];
+        for (int i = 0; i < kW; ++i) r[i] = load8(t.dtype, src[i], x);
+        transpose8x8(r);
+        for (int j = 0; j < kW; ++j) _mm256_store_ps(panel + (x + j) * kKeyChunk, r[j]);
+      }
+    }
+    for (int i = 0; i < kW; ++i) {
+      const int c = c8 + i;
+      const int from = keys == kW ? d8 : 0;  // dims the transpose did not cover
+      if (c < nc) {
+        const void* src = row_address(t.dtype, t.k, t.k_row_stride, key_row(c));
+        if (t.dtype == DType::f32) {
+          const float* sf = static_cast<const float*>(src);
+          for (int x = from; x < d; ++x) panel[x * kKeyChunk + i] = sf[x];
+        } else {
+          const std::uint16_t* sb = static_cast<const std::uint16_t*>(src);
+          for (int x = from; x < d; ++x) panel[x * kKeyChunk + i] = bf16_to_f32(sb[x]);
+        }
+      } else {
+        for (int x = 0; x < d; ++x) panel[x * kKeyChunk + i] = 0.0f;
+      }
     }
   }
   for (int c = 0; c < nc; ++c) {
@@ -344,16 +389,35 @@ void dense(const DenseAttentionTile& t) {
             const __m256 k = prefix_mask(vis - c);
             return win ? window_lanes(t, r0 + g0 + r, c0 + c, k) : k;
           };
+          // Chunks of 8 keys the row sees whole (no row window): no lane masks, and no bias pass
+          // without a bias; the masked loop takes the rest. NaN lanes are or-ed up and tested once.
+          const int whole = win ? 0 : vis / kW * kW;
           __m256 vmax = _mm256_set1_ps(kNegInf);
-          int nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
-          for (int c = 0; c < vis; c += kW) {
+          __m256 vnan = _mm256_setzero_ps();  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
+          int c = 0;
+          if (t.key_bias) {
+            for (; c < whole; c += kW) {
+              const __m256 x = _mm256_add_ps(_mm256_load_ps(sr + c), _mm256_load_ps(bias + c));
+              _mm256_store_ps(sr + c, x);
+              vmax = _mm256_max_ps(vmax, x);
+              vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+            }
+          } else {
+            for (; c < whole; c += kW) {
+              const __m256 x = _mm256_load_ps(sr + c);
+              vmax = _mm256_max_ps(vmax, x);
+              vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+            }
+          }
+          for (; c < vis; c += kW) {
             const __m256 k = lanes(c);
             const __m256 x = _mm256_add_ps(_mm256_load_ps(sr + c), _mm256_maskload_ps(bias + c, _mm256_castps_si256(k)));
             _mm256_store_ps(sr + c, x);
             vmax = _mm256_blendv_ps(vmax, _mm256_max_ps(vmax, x), k);
-            nan_lanes |= _mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q), k));
+            vnan = _mm256_or_ps(vnan, _mm256_and_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q), k));
           }
-          const float tile_max = nan_lanes ? std::numeric_limits<float>::quiet_NaN() : (vis > 0 ? reduce_max(vmax) : kNegInf);
+          const float tile_max = _mm256_movemask_ps(vnan) ? std::numeric_limits<float>::quiet_NaN()
+                                                          : (vis > 0 ? reduce_max(vmax) : kNegInf);
           const int row = g0 + r;
           if (tile_max == kNegInf) {
             corr[r] = 1.0f;
@@ -368,7 +432,12 @@ void dense(const DenseAttentionTile& t) {
           corr[r] = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
           const __m256 vm = _mm256_set1_ps(m_new);
           __m256 vsum = _mm256_setzero_ps();
-          for (int c = 0; c < group_end; c += kW) {
+          for (c = 0; c < whole; c += kW) {
+            const __m256 p = exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm));
+            _mm256_store_ps(sr + c, p);
+            vsum = _mm256_add_ps(vsum, p);
+          }
+          for (; c < group_end; c += kW) {
             const __m256 p = _mm256_and_ps(lanes(c), exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm)));
             _mm256_store_ps(sr + c, p);
             vsum = _mm256_add_ps(vsum, p);

@@ -1,5 +1,11 @@
 // src/cpu/isa/avx512.cpp: the AVX-512 dense attention kernel (fp32 FMA; vdpbf16ps for bf16 input).
 //
+// Two kernels come from this file: "avx512" (AVX-512 F/BW/VL/DQ + BF16: AMD Zen 4 and later, Intel
+// Cooper Lake, Sapphire Rapids and later) and, compiled once more by isa/avx512_nobf16.cpp with
+// HYPERATTN_AVX512_BF16 0, "avx512_nobf16" for AVX-512 CPUs without BF16 (Intel Skylake-SP, Cascade
+// Lake, Ice Lake): the same code less vdpbf16ps, bf16 input widened to fp32 while packing (the fp32
+// path below, as the AVX2 kernel does). For f32 input both give the same bits.
+//
 // Same contract and online-softmax recurrence as isa/scalar.cpp. Blocking:
 //   * a row tile of kRowTile query rows is loaded once (scaled, converted) into scratch together
 //     with its fp32 accumulators O, running max m and running sum l;
@@ -31,18 +37,33 @@
 #include "cpu/attention_kernel.hpp"
 #include "cpu/prefetch.hpp"
 
+#ifndef HYPERATTN_AVX512_BF16
+#define HYPERATTN_AVX512_BF16 1  // isa/avx512_nobf16.cpp sets 0
+#endif
+#if HYPERATTN_AVX512_BF16
+#define HYPERATTN_AVX512_NAMESPACE avx512
+#define HYPERATTN_AVX512_NAME "avx512"
+#else
+#define HYPERATTN_AVX512_NAMESPACE avx512_nobf16
+#define HYPERATTN_AVX512_NAME "avx512_nobf16"
+#endif
+
 // Only this file's own definitions below get the target ISA: the headers above are compiled
 // for the baseline, so no inline function or template instantiated from them (which the linker
 // may share with other files) carries instructions an older CPU lacks (tests/cpu/isa_isolation).
 #pragma GCC push_options
+#if HYPERATTN_AVX512_BF16
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
+#else
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+#endif
 // g++ 12's AVX-512 intrinsics pass _mm512_undefined_*() through masked builtins and trip
 // -Wmaybe-uninitialized at every use (GCC PR105593, fixed in GCC 13).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-namespace hyperattn::cpu::avx512 {
+namespace hyperattn::cpu::HYPERATTN_AVX512_NAMESPACE {
 namespace {
 
 constexpr int kW = 16;            // fp32 lanes per zmm
@@ -1048,8 +1069,10 @@ void dense_small(const DenseAttentionTile& t, bool compact) {
 void dense(const DenseAttentionTile& t) {
   if (t.row_window != nullptr && compact_windows(t)) dense_small(t, true);
   else if (small_tile(t)) dense_small(t, false);
+#if HYPERATTN_AVX512_BF16
   else if (t.dtype == DType::bf16) dense_impl<true>(t);
-  else dense_impl<false>(t);
+#endif
+  else dense_impl<false>(t);  // f32, and bf16 widened to f32 without AVX-512 BF16
 }
 
 }  // namespace
@@ -1061,9 +1084,10 @@ void dense(const DenseAttentionTile& t) {
 #undef HYPERATTN_BWD_RB
 
 extern const AttentionKernel kKernel;  // declared in cpu/kernel_table.cpp
-const AttentionKernel kKernel{"avx512", &dense, &scratch_floats, &compact_windows, &backward, &backward_scratch_floats};
+const AttentionKernel kKernel{HYPERATTN_AVX512_NAME, &dense, &scratch_floats, &compact_windows, &backward,
+                              &backward_scratch_floats};
 
-}  // namespace hyperattn::cpu::avx512
+}  // namespace hyperattn::cpu::HYPERATTN_AVX512_NAMESPACE
 
 #pragma GCC diagnostic pop
 #pragma GCC pop_options

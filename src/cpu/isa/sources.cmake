@@ -3,6 +3,7 @@
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   target_sources(hyperattn PRIVATE
     ${CMAKE_CURRENT_LIST_DIR}/avx2.cpp
-    ${CMAKE_CURRENT_LIST_DIR}/avx512.cpp)
+    ${CMAKE_CURRENT_LIST_DIR}/avx512.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/avx512_nobf16.cpp)
   target_compile_definitions(hyperattn PRIVATE HYPERATTN_X86_KERNELS=1)
 endif()
