@@ -16,7 +16,7 @@
 
 #include <fmt/format.h>
 
-#include "core/engine.hpp"
+#include "core/plan.hpp"
 #include "cuda/kernels/kernels.hpp"
 #include "cuda/lowering.hpp"
 
@@ -162,22 +162,7 @@ T* at(void* workspace, std::size_t offset) {
 
 Status check_injected(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& inj,
                       const Lowered& low) {
-  const Shapes s = shapes_of(args);
-  if (inj.projections != nullptr) {
-    const std::int64_t n = s.batch * s.heads_kv * s.head_dim * config.lsh_bits;
-    for (std::int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(inj.projections[i]))
-        return Status::InvalidArgument(fmt::format("injected.projections[{}] is {}; expected finite values", i, inj.projections[i]));
-  }
-  if (inj.samples != nullptr) {
-    if (config.causal)
-      return Status::InvalidArgument("injected.samples: given for a causal problem; expected null (samples can be injected only for a non-causal problem)");
-    const std::int64_t n = s.batch * s.heads_q * low.top_level_blocks * config.sample_size;
-    for (std::int64_t i = 0; i < n; ++i)
-      if (inj.samples[i] < 0 || inj.samples[i] >= s.seq_kv)
-        return Status::InvalidArgument(fmt::format("injected.samples[{}] is {}; expected a key position in [0, {})", i, inj.samples[i], s.seq_kv));
-  }
-  return Status::Ok();
+  return core::check_injected(args, config, inj, low.top_level_blocks);
 }
 
 struct Prepared {
@@ -394,7 +379,7 @@ Status prepare_lsh_blocks(const AttentionArgs& args, const AttentionConfig& c, P
   HYPERATTN_RETURN_IF_ERROR(validate_cuda(args, c, true));
   const std::int64_t n_q = args.q.seq(), n_k = args.k.seq();
   core::Plan plan;
-  plan.phases.push_back({{{0, n_q, 0, n_k, cpu::kNoCausalMask, true, 0, core::sinks_of(0, n_k, c)}}});
+  plan.phases.push_back({{{0, n_q, 0, n_k, core::kNoCausalMask, true, 0, core::sinks_of(0, n_k, c)}}});
   p->low = cuda::lower(plan, c);
   return make_layout(args, c, p->low, &p->layout);
 }

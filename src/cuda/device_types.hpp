@@ -1,6 +1,6 @@
 // src/cuda/device_types.hpp: the plain structs the host lowering hands to the CUDA kernels.
 //
-// A launch runs one phase of the engine plan (core/engine.hpp): a list of problems with disjoint
+// A launch runs one phase of the plan (core/plan.hpp): a list of problems with disjoint
 // query rows, cut into tiles of kTileRows rows. Grid: x = tile, y = batch * heads_q + head_q.
 // Plain C++ (no CUDA headers) so that the host lowering and its CPU-side tests share it.
 #pragma once

@@ -1,4 +1,4 @@
-// src/cuda/lowering.cpp: engine plans -> CUDA launches (see lowering.hpp).
+// src/cuda/lowering.cpp: plans (core/plan.hpp) -> CUDA launches (see lowering.hpp).
 #include "cuda/lowering.hpp"
 
 #include <algorithm>
@@ -22,7 +22,7 @@ Lowered lower(const Plan& plan, const AttentionConfig& config) {
     std::vector<Part> parts = plan.phases[phase_index].parts;
     // Rows that see no key: an exact problem without keys writes O = 0, LSE = -inf in phase 0.
     if (phase_index == 0 && !plan.empty_rows.empty())
-      parts.push_back({plan.empty_rows[0], plan.empty_rows[1], 0, 0, cpu::kNoCausalMask, false, 0});
+      parts.push_back({plan.empty_rows[0], plan.empty_rows[1], 0, 0, core::kNoCausalMask, false, 0});
     LaunchPlan launch;
     launch.problem_begin = static_cast<std::int64_t>(out.problems.size());
     launch.tile_begin = static_cast<std::int64_t>(out.tiles.size());
@@ -38,7 +38,7 @@ Lowered lower(const Plan& plan, const AttentionConfig& config) {
       pr.q_len = part.q1 - part.q0;
       pr.k0 = part.k0;
       pr.k_len = part.k1 - part.k0;
-      pr.causal_diagonal = part.causal_diagonal == cpu::kNoCausalMask ? kNoMask : part.causal_diagonal;
+      pr.causal_diagonal = part.causal_diagonal == core::kNoCausalMask ? kNoMask : part.causal_diagonal;
       pr.sinks = part.approximate ? part.sinks : 0;
       pr.subproblem = part.subproblem;
       pr.lsh = part.approximate ? 1 : 0;

@@ -1,4 +1,4 @@
-// src/cuda/lowering.hpp: lowers an engine plan (core/engine.hpp) to CUDA launches: one launch per
+// src/cuda/lowering.hpp: lowers a plan (core/plan.hpp) to CUDA launches: one launch per
 // phase, its problems, its tiles of kTileRows rows, and the ranges its sorts cover. Host-only C++,
 // tested on machines without a GPU (tests/cuda/test_lowering.cpp).
 #pragma once
@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/engine.hpp"
+#include "core/plan.hpp"
 #include "cuda/device_types.hpp"
 #include "hyperattn/config.hpp"
 
@@ -32,9 +32,8 @@ struct Lowered {
   std::int64_t top_level_blocks = 0;  // blocks of an approximated part with subproblem 0 (injected samples)
 };
 
-// The plans of the CPU engine: exact attention (one part) and HyperAttention (hyper.cpp's
-// recursion: leaves, visible prefix, one phase per level). Must stay identical to
-// src/core/exact.cpp and src/core/hyper.cpp.
+// The plans of core/plan.cpp: exact attention (one part) and HyperAttention (the recursion:
+// leaves, visible prefix, one phase per level), the same functions the CPU executor runs.
 using core::exact_plan;  // the plans are the core's: every backend lowers the same parts
 using core::hyper_plan;
 

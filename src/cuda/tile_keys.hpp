@@ -54,12 +54,12 @@ HYPERATTN_HD inline void key_block_range(const AttentionParams& p, const Problem
 }
 
 // Samples of a sorted key block of `size` keys: none when the block holds every hashed key;
-// stratified sampling draws at most one per key outside the block (engine.cpp's rule).
+// stratified sampling draws at most one per key outside the block (cpu/executor.cpp's rule).
 HYPERATTN_HD inline std::int64_t block_samples(const AttentionParams& p, const Problem& pr,
                                                       std::int64_t size) {
   const std::int64_t outside = pr.k_len - pr.sinks - size;
   if (outside <= 0) return 0;
-  // The sinks come out of the sample budget (engine.cpp's rule).
+  // The sinks come out of the sample budget (cpu/executor.cpp's rule).
   const std::int64_t budget = p.sample_size > pr.sinks ? p.sample_size - pr.sinks : 0;
   return p.stratified && outside < budget ? outside : budget;
 }
@@ -83,7 +83,7 @@ HYPERATTN_HD inline std::int64_t tile_key_count(const AttentionParams& p, const 
 
 // Key j of a tile: its absolute position and additive bias (log2 domain). For exact problems the
 // local key index is j itself (the causal mask compares it with the local row). The samples follow
-// engine.cpp's gather_block_keys exactly (same random counters, same sorted-position mapping).
+// cpu/executor.cpp's gather_block_keys exactly (same random counters, same sorted-position mapping).
 HYPERATTN_HD inline void tile_key(const AttentionParams& p, const Problem& pr, const Tile& t,
                                          const HeadIndex& h, std::int64_t j, std::int64_t* position,
                                          float* bias_log2) {

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "attention_tester.hpp"
-#include "core/engine.hpp"
+#include "core/plan.hpp"
 
 namespace hyperattn::testing {
 namespace {

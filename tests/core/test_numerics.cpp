@@ -10,7 +10,7 @@
 #include <limits>
 
 #include "attention_tester.hpp"
-#include "core/magnitudes.hpp"
+#include "cpu/magnitudes.hpp"
 
 namespace hyperattn::testing {
 namespace {
@@ -99,7 +99,7 @@ TEST(Numerics, ValuesWhoseSumsOverflowFp32AreRefused) {
   }
   // Just inside the bound it computes, and the output is finite: all-equal values give that value.
   Problem p({1, 1, 1, 300, 300, 32}, DType::f32, Layout::bhsd, 14);
-  const float big = static_cast<float>(core::kValueSumBound / 300.0 * 0.99);
+  const float big = static_cast<float>(cpu::kValueSumBound / 300.0 * 0.99);
   for (std::int64_t j = 0; j < 300; ++j)
     for (std::int64_t c = 0; c < 32; ++c) p.v.set(0, 0, j, c, big);
   ASSERT_TRUE(exact_attention(p.args(), {}).ok());

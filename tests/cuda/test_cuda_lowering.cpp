@@ -1,5 +1,5 @@
 // tests/cuda/test_cuda_lowering.cpp: the host side of the CUDA backend (no GPU needed): the
-// plans (same recursion as hyper.cpp) and their lowering into problems, tiles and sort ranges.
+// plans (same recursion as core/plan.cpp) and their lowering into problems, tiles and sort ranges.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -1,5 +1,5 @@
-// src/core/engine.cpp: executes attention plans on the CPU (see engine.hpp).
-#include "core/engine.hpp"
+// src/cpu/executor.cpp: executes attention plans (core/plan.hpp) on the CPU (see executor.hpp).
+#include "cpu/executor.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -19,11 +19,21 @@
 #include "core/bfloat16.hpp"
 #include "core/lsh.hpp"
 #include "core/random.hpp"
+#include "cpu/attention_kernel.hpp"
 #include "cpu/thread_pool.hpp"
 
 #include <fmt/format.h>
 
-namespace hyperattn::core {
+namespace hyperattn::cpu {
+
+using core::approximated;
+using core::Part;
+using core::Phase;
+using core::Plan;
+using core::projections;
+using core::sinks_of;
+static_assert(kNoCausalMask == core::kNoCausalMask, "the kernels' and the plan's no-mask sentinel differ");
+
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -645,32 +655,6 @@ void prepare_lsh(Context& ctx) {
 
 }  // namespace
 
-bool approximated(std::int64_t n_q, std::int64_t n_k, const AttentionConfig& config, std::int64_t sinks) {
-  return n_q >= config.min_seq_len && config.block_size + std::max(config.sample_size, sinks) < n_k;
-}
-
-std::int64_t sinks_of(std::int64_t k0, std::int64_t k1, const AttentionConfig& config) {
-  return std::clamp<std::int64_t>(config.sink_keys - k0, 0, k1 - k0);  // keys [k0, sink_keys) of this range
-}
-
-std::vector<float> projections(const AttentionArgs& args, const AttentionConfig& config,
-                               const InjectedRandomness& injected) {
-  const std::int64_t batch = args.q.batch(), heads_kv = args.k.heads(), d = args.q.head_dim();
-  const int r = config.lsh_bits;
-  std::vector<float> proj(static_cast<std::size_t>(batch * heads_kv * d * r));
-  if (injected.projections != nullptr) {
-    std::copy(injected.projections, injected.projections + proj.size(), proj.begin());
-    return proj;
-  }
-  for (std::int64_t b = 0; b < batch; ++b)
-    for (std::int64_t h = 0; h < heads_kv; ++h)
-      for (std::int64_t c = 0; c < d; ++c)
-        for (int t = 0; t < r; ++t)
-          proj[static_cast<std::size_t>(((b * heads_kv + h) * d + c) * r + t)] =
-              static_cast<float>(rng::projection_normal(config.seed, b, h, static_cast<int>(c), t));
-  return proj;
-}
-
 Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfig& config,
                const InjectedRandomness& injected) {
   try {
@@ -1156,4 +1140,4 @@ Status execute_backward(const Plan& plan, const AttentionGradArgs& g, const Atte
   return Status::Ok();
 }
 
-}  // namespace hyperattn::core
+}  // namespace hyperattn::cpu

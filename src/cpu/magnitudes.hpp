@@ -1,4 +1,4 @@
-// src/core/magnitudes.hpp: the fp32 range check of attention inputs (docs/numerics.md, "Range").
+// src/cpu/magnitudes.hpp: the fp32 range check of attention inputs (docs/numerics.md, "Range").
 //
 // Finite inputs can still overflow fp32 inside the kernels: a score scale·<q_i, k_j> beyond
 // ~3.4e38 (or its partial dot products) turns into inf and the softmax into NaN, and the weighted
@@ -11,7 +11,7 @@
 
 #include "hyperattn/attention.hpp"
 
-namespace hyperattn::core {
+namespace hyperattn::cpu {
 
 // Bounds (powers of two, exact in float and double):
 //   max(scale, 1) · max_i ||q_i|| · max(1, max_j ||k_j||) <= kScoreBound   per (batch, query head)
@@ -26,4 +26,4 @@ inline constexpr double kValueSumBound = 0x1p126;
 // must have passed validate() and point to host memory.
 Status check_magnitudes(const AttentionArgs& args, const AttentionConfig& config);
 
-}  // namespace hyperattn::core
+}  // namespace hyperattn::cpu

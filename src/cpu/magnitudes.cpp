@@ -1,5 +1,5 @@
-// src/core/magnitudes.cpp: see magnitudes.hpp.
-#include "core/magnitudes.hpp"
+// src/cpu/magnitudes.cpp: see magnitudes.hpp.
+#include "cpu/magnitudes.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -12,7 +12,7 @@
 #include "core/bfloat16.hpp"
 #include "cpu/thread_pool.hpp"
 
-namespace hyperattn::core {
+namespace hyperattn::cpu {
 namespace {
 
 struct RowMax {
@@ -156,4 +156,4 @@ Status check_magnitudes(const AttentionArgs& a, const AttentionConfig& c) {
   return Status::Ok();
 }
 
-}  // namespace hyperattn::core
+}  // namespace hyperattn::cpu

@@ -1,0 +1,31 @@
+// src/cpu/executor.hpp: the CPU executor of a plan (core/plan.hpp): hashing and sorting of the
+// approximated parts, the key lists of every block (sinks, block, samples, window), the work items
+// of each phase on the thread pool, the kernels of cpu/attention_kernel.hpp, and the merge of the
+// phases in plan order. The backward pass of the same plans is here too.
+#pragma once
+
+#include <cstdint>
+
+#include "core/plan.hpp"
+#include "hyperattn/attention.hpp"
+
+namespace hyperattn::cpu {
+
+// Executes a plan. `args` and `config` must have passed validate(); `injected` as in the API
+// (injected samples are used by an approximated part with subproblem 0).
+Status execute(const core::Plan& plan, const AttentionArgs& args, const AttentionConfig& config,
+               const InjectedRandomness& injected);
+
+// The backward pass of a plan (the plan of the forward whose out and lse `args` holds): the
+// gradients of every part's key set against the rows' final O and LSE. `args` and `config` must
+// have passed validate_backward().
+Status execute_backward(const core::Plan& plan, const AttentionGradArgs& args, const AttentionConfig& config,
+                        const InjectedRandomness& injected);
+
+// The sorted-LSH block of each query and key of one non-causal problem [0,n_q) x [0,n_k)
+// (diagnostics; see hyperattn::lsh_blocks).
+Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
+                     const InjectedRandomness& injected, std::int32_t* query_block,
+                     std::int32_t* key_block);
+
+}  // namespace hyperattn::cpu
