@@ -17,6 +17,7 @@
 #endif
 
 #include "core/bfloat16.hpp"
+#include "core/key_selection.hpp"
 #include "core/lsh.hpp"
 #include "core/random.hpp"
 #include "cpu/attention_kernel.hpp"
@@ -132,7 +133,7 @@ struct Context {
 };
 
 std::int64_t block_count(const Part& p, const AttentionConfig& c) {
-  return (p.k1 - p.k0 - p.sinks + c.block_size - 1) / c.block_size;
+  return key_selection::block_count(p.k1 - p.k0 - p.sinks, c.block_size);
 }
 
 // Hashes every query and key row (one pass: projection, sign bits, bucket).
@@ -255,15 +256,10 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   const AttentionConfig& c = ctx.config;
   const std::int64_t hkv = hq / ctx.group;
   const std::int64_t lsh_k0 = p.k0 + p.sinks;
-  const std::int64_t nk = p.k1 - lsh_k0;
-  const std::int64_t start = beta * c.block_size;
-  const std::int64_t blk = std::min(nk, start + c.block_size) - start;
-  const std::int64_t outside = nk - blk;
-  // The sinks come out of the sample budget, so every query attends to block_size + sample_size
-  // keys whether or not its sub-problem holds the sinks.
-  std::int64_t m = outside > 0 ? std::max<std::int64_t>(c.sample_size - p.sinks, 0) : 0;
-  if (c.sampling == Sampling::stratified) m = std::min(m, outside);  // every stratum non-empty
-  if (c.sampling == Sampling::position_stratified) m = std::min(m, nk);
+  const std::int64_t nk = p.k1 - lsh_k0;  // hashed keys
+  const key_selection::BlockRange range = key_selection::block_range(nk, c.block_size, beta);
+  const std::int64_t start = range.start, blk = range.size, outside = range.outside;
+  const std::int64_t m = key_selection::sample_count(c.sampling, c.sample_size, p.sinks, nk, range);
   const std::int32_t* kperm = ctx.k_perm.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;
   std::int32_t* keys = s.keys.data();
   float* biases = s.bias.data();
@@ -295,19 +291,15 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     // positions [i*N/m, (i+1)*N/m) and its draw carries its size as weight (unbiased; strata of
     // similar hash buckets make the estimate less noisy than independent draws).
     // Strata hold floor(outside / m) or one more keys: two logarithms serve every draw.
-    const std::int64_t small = outside / m;
+    key_selection::StratumWalk walk(outside, m);
+    const std::int64_t small = walk.small();
     const float log_small = static_cast<float>(std::log(static_cast<double>(small)));
     const float log_large = static_cast<float>(std::log(static_cast<double>(small + 1)));
-    // Stratum i starts where stratum i - 1 ends; its end (i + 1) * outside / m is stepped
-    // (quotient `small`, remainder `extra`) instead of divided for.
-    const std::int64_t extra = outside % m;
-    for (std::int64_t i = 0, lo = 0, rem = 0; i < m; ++i) {
-      rem += extra;
-      const std::int64_t size = small + (rem >= m ? 1 : 0);
-      if (rem >= m) rem -= m;
-      const std::int64_t u = lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
-      lo += size;
-      keys[i] = kperm[u < start ? u : u + blk];
+    for (std::int64_t i = 0; i < m; ++i) {
+      const key_selection::Stratum st = walk.next();
+      const std::int64_t size = st.size;
+      const std::int64_t u = st.lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
+      keys[i] = kperm[key_selection::outside_position(u, range)];
       biases[i] = size == small ? log_small : log_large;
     }
     return fixed + m;
@@ -318,8 +310,9 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     // bias is -inf), so the estimate of the sums outside the block stays unbiased.
     const std::int32_t* rank = ctx.k_rank.data() + (b * ctx.heads_kv + hkv) * ctx.n_k;
     for (std::int64_t i = 0; i < m; ++i) {
-      const std::int64_t lo = i * nk / m, size = (i + 1) * nk / m - lo;
-      const std::int64_t pos = lsh_k0 + lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
+      const key_selection::Stratum st = key_selection::stratum(i, nk, m);
+      const std::int64_t size = st.size;
+      const std::int64_t pos = lsh_k0 + st.lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
       const std::int64_t r = rank[pos];
       keys[i] = static_cast<std::int32_t>(pos);
       biases[i] = (r >= start && r < start + blk) ? -std::numeric_limits<float>::infinity()
@@ -331,7 +324,7 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     const float bias = static_cast<float>(std::log(static_cast<double>(outside) / static_cast<double>(m)));
     for (std::int64_t i = 0; i < m; ++i) {
       const std::int64_t u = static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(outside)));
-      keys[i] = kperm[u < start ? u : u + blk];
+      keys[i] = kperm[key_selection::outside_position(u, range)];
       biases[i] = bias;
     }
     return fixed + m;
@@ -351,7 +344,7 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     std::int64_t pos;
     if ((bits >> 63) == 0 || w_out <= 0.0) {  // the uniform half of the mixture
       const std::int64_t u = static_cast<std::int64_t>(rng::uniform_below(bits << 1, static_cast<std::uint64_t>(outside)));
-      pos = u < start ? u : u + blk;
+      pos = key_selection::outside_position(u, range);
     } else {  // the norm-proportional half: invert the prefix sums, skipping the block's mass
       double u = rng::uniform01(bits << 1) * w_out;
       if (u >= before) u += inside;

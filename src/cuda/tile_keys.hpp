@@ -7,14 +7,9 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/key_selection.hpp"  // the key-selection rules, shared with the CPU executor (HYPERATTN_HD)
 #include "core/random.hpp"
 #include "cuda/device_types.hpp"
-
-#if defined(__CUDACC__)
-#define HYPERATTN_HD __host__ __device__
-#else
-#define HYPERATTN_HD
-#endif
 
 namespace hyperattn::cuda {
 
@@ -44,24 +39,17 @@ HYPERATTN_HD inline std::int64_t row_position(const AttentionParams& p, const Pr
   return pr.q0 + p.q_perm[h.bh_q * p.q_perm_stride + pr.q_perm_offset + r];
 }
 
-// Sorted key block `block` of an approximated problem: [start, start + size) in sorted order.
-HYPERATTN_HD inline void key_block_range(const AttentionParams& p, const Problem& pr, int block,
-                                                std::int64_t* start, std::int64_t* size) {
-  const std::int64_t hashed = pr.k_len - pr.sinks;
-  *start = static_cast<std::int64_t>(block) * p.block_size;
-  const std::int64_t end = *start + p.block_size < hashed ? *start + p.block_size : hashed;
-  *size = end - *start;
+// Sorted key block `block` of an approximated problem (core/key_selection.hpp).
+HYPERATTN_HD inline key_selection::BlockRange key_block_range(const AttentionParams& p, const Problem& pr, int block) {
+  return key_selection::block_range(pr.k_len - pr.sinks, p.block_size, block);
 }
 
-// Samples of a sorted key block of `size` keys: none when the block holds every hashed key;
-// stratified sampling draws at most one per key outside the block (cpu/executor.cpp's rule).
+// Samples of a sorted key block (core/key_selection.hpp's rule; the CUDA backend implements
+// uniform and stratified sampling).
 HYPERATTN_HD inline std::int64_t block_samples(const AttentionParams& p, const Problem& pr,
-                                                      std::int64_t size) {
-  const std::int64_t outside = pr.k_len - pr.sinks - size;
-  if (outside <= 0) return 0;
-  // The sinks come out of the sample budget (cpu/executor.cpp's rule).
-  const std::int64_t budget = p.sample_size > pr.sinks ? p.sample_size - pr.sinks : 0;
-  return p.stratified && outside < budget ? outside : budget;
+                                               const key_selection::BlockRange& r) {
+  return key_selection::sample_count(p.stratified ? Sampling::stratified : Sampling::uniform, p.sample_size, pr.sinks,
+                                     pr.k_len - pr.sinks, r);
 }
 
 // Keys a tile attends to: exact problems all keys (cut at the causal diagonal of the tile's last
@@ -76,14 +64,13 @@ HYPERATTN_HD inline std::int64_t tile_key_count(const AttentionParams& p, const 
     }
     return visible;
   }
-  std::int64_t start, size;
-  key_block_range(p, pr, t.block, &start, &size);
-  return pr.sinks + size + block_samples(p, pr, size);
+  const key_selection::BlockRange r = key_block_range(p, pr, t.block);
+  return pr.sinks + r.size + block_samples(p, pr, r);
 }
 
 // Key j of a tile: its absolute position and additive bias (log2 domain). For exact problems the
 // local key index is j itself (the causal mask compares it with the local row). The samples follow
-// cpu/executor.cpp's gather_block_keys exactly (same random counters, same sorted-position mapping).
+// the CPU executor's gather_block_keys (the same key_selection functions and random counters).
 HYPERATTN_HD inline void tile_key(const AttentionParams& p, const Problem& pr, const Tile& t,
                                          const HeadIndex& h, std::int64_t j, std::int64_t* position,
                                          float* bias_log2) {
@@ -93,17 +80,16 @@ HYPERATTN_HD inline void tile_key(const AttentionParams& p, const Problem& pr, c
     return;
   }
   j -= pr.sinks;
-  std::int64_t start, size;
-  key_block_range(p, pr, t.block, &start, &size);
+  const key_selection::BlockRange r = key_block_range(p, pr, t.block);
   const std::int32_t* perm = p.k_perm + h.bh_kv * p.k_perm_stride + pr.k_perm_offset;  // sorted, relative
   const std::int64_t lsh_k0 = pr.k0 + pr.sinks;
-  if (j < size) {
-    *position = lsh_k0 + perm[start + j];
+  if (j < r.size) {
+    *position = lsh_k0 + perm[r.start + j];
     return;
   }
-  const std::int64_t i = j - size;
-  const std::int64_t outside = pr.k_len - pr.sinks - size;  // > 0 when there are samples
-  const std::int64_t m = block_samples(p, pr, size);
+  const std::int64_t i = j - r.size;
+  const std::int64_t outside = r.outside;  // > 0 when there are samples
+  const std::int64_t m = block_samples(p, pr, r);
   if (p.injected_samples != nullptr && pr.subproblem == 0) {
     *bias_log2 = static_cast<float>(std::log(static_cast<double>(outside) / static_cast<double>(m))) * kLog2e;
     *position = p.injected_samples[(static_cast<std::int64_t>(h.bh_q) * pr.num_blocks + t.block) * p.sample_size + i];
@@ -114,14 +100,14 @@ HYPERATTN_HD inline void tile_key(const AttentionParams& p, const Problem& pr, c
                                        static_cast<std::uint64_t>(t.block), static_cast<std::uint64_t>(i));
   std::int64_t u;
   if (p.stratified) {  // one draw in stratum i of the sorted order outside the block, weight its size
-    const std::int64_t lo = i * outside / m, stratum = (i + 1) * outside / m - lo;
-    u = lo + static_cast<std::int64_t>(rng::uniform_below(bits, static_cast<std::uint64_t>(stratum)));
-    *bias_log2 = static_cast<float>(std::log(static_cast<double>(stratum))) * kLog2e;
+    const key_selection::Stratum st = key_selection::stratum(i, outside, m);
+    u = st.lo + static_cast<std::int64_t>(rng::uniform_below(bits, static_cast<std::uint64_t>(st.size)));
+    *bias_log2 = static_cast<float>(std::log(static_cast<double>(st.size))) * kLog2e;
   } else {
     u = static_cast<std::int64_t>(rng::uniform_below(bits, static_cast<std::uint64_t>(outside)));
     *bias_log2 = static_cast<float>(std::log(static_cast<double>(outside) / static_cast<double>(m))) * kLog2e;
   }
-  *position = lsh_k0 + perm[u < start ? u : u + size];
+  *position = lsh_k0 + perm[key_selection::outside_position(u, r)];
 }
 
 }  // namespace hyperattn::cuda

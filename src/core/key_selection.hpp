@@ -1,0 +1,92 @@
+// src/core/key_selection.hpp: which keys a sorted query block of an approximated part attends to
+// (specification §2.3-2.4), written once for host code and CUDA device code (HYPERATTN_HD): the
+// CPU executor (cpu/executor.cpp, gather_block_keys) and the CUDA tiles (cuda/tile_keys.hpp) both
+// build their key lists from these functions and from the counters of core/random.hpp.
+//
+// A part's keys [k0, k1) are its sinks [k0, k0 + sinks) followed by `hashed` = k1 - k0 - sinks keys
+// in sorted-LSH order. Query block beta attends to the sinks, the sorted key block beta, and
+// sample_count(...) samples drawn from the other hashed keys ("outside" the block).
+#pragma once
+
+#include <cstdint>
+
+#include "hyperattn/config.hpp"
+
+#if defined(__CUDACC__)
+#define HYPERATTN_HD __host__ __device__
+#else
+#define HYPERATTN_HD
+#endif
+
+namespace hyperattn::key_selection {
+
+// The sorted key block `beta`: sorted positions [start, start + size) of the hashed keys (the last
+// block may be short), and the count of hashed keys outside it.
+struct BlockRange {
+  std::int64_t start = 0, size = 0, outside = 0;
+};
+
+HYPERATTN_HD inline BlockRange block_range(std::int64_t hashed, std::int64_t block_size, std::int64_t beta) {
+  BlockRange r;
+  r.start = beta * block_size;
+  const std::int64_t end = r.start + block_size < hashed ? r.start + block_size : hashed;
+  r.size = end - r.start;
+  r.outside = hashed - r.size;
+  return r;
+}
+
+// The number of sorted blocks of `hashed` keys: ceil(hashed / block_size).
+HYPERATTN_HD inline std::int64_t block_count(std::int64_t hashed, std::int64_t block_size) {
+  return (hashed + block_size - 1) / block_size;
+}
+
+// The samples a block draws: none when it holds every hashed key; the sinks come out of the
+// sample budget (every query attends to block_size + sample_size keys whether or not its
+// sub-problem holds the sinks); stratified sampling draws at most one per key outside the block
+// (every stratum non-empty), position-stratified at most one per hashed key.
+HYPERATTN_HD inline std::int64_t sample_count(Sampling sampling, std::int64_t sample_size, std::int64_t sinks,
+                                              std::int64_t hashed, const BlockRange& r) {
+  if (r.outside <= 0) return 0;
+  std::int64_t m = sample_size > sinks ? sample_size - sinks : 0;
+  if (sampling == Sampling::stratified && r.outside < m) m = r.outside;
+  if (sampling == Sampling::position_stratified && hashed < m) m = hashed;
+  return m;
+}
+
+// The sorted position of the u-th hashed key outside block r (the outside keys in sorted order).
+HYPERATTN_HD inline std::int64_t outside_position(std::int64_t u, const BlockRange& r) {
+  return u < r.start ? u : u + r.size;
+}
+
+// Stratum i of n items cut into m equal strata: [lo, lo + size) with lo = floor(i n / m).
+struct Stratum {
+  std::int64_t lo = 0, size = 0;
+};
+
+HYPERATTN_HD inline Stratum stratum(std::int64_t i, std::int64_t n, std::int64_t m) {
+  const std::int64_t lo = i * n / m;
+  return {lo, (i + 1) * n / m - lo};
+}
+
+// Strata 0, 1, 2, ... of stratum(i, n, m) in turn without a division per step (the CPU draws a
+// block's samples in order): the quotient n / m and the remainder stepped. The same (lo, size) as
+// stratum(i, n, m) for every i (tests/core/test_key_selection.cpp).
+class StratumWalk {
+ public:
+  HYPERATTN_HD StratumWalk(std::int64_t n, std::int64_t m) : small_(n / m), extra_(n % m), m_(m) {}
+  HYPERATTN_HD std::int64_t small() const { return small_; }  // the size of the strata that are not one larger
+  HYPERATTN_HD Stratum next() {
+    rem_ += extra_;
+    const bool large = rem_ >= m_;
+    if (large) rem_ -= m_;
+    const Stratum s{lo_, small_ + (large ? 1 : 0)};
+    lo_ += s.size;
+    return s;
+  }
+
+ private:
+  std::int64_t small_, extra_, m_;
+  std::int64_t lo_ = 0, rem_ = 0;
+};
+
+}  // namespace hyperattn::key_selection
