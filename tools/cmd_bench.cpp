@@ -43,6 +43,7 @@ struct BenchOptions {
   std::int64_t max_exact_seq = 0;
   std::string backend = "cpu";
   std::string pass = "forward";  // forward, backward (after one untimed forward) or forward-backward
+  std::string layout = "bhsd";   // bhsd, or token-major (one [batch, seq, (heads + 2 heads_kv) head_dim] buffer)
   AttentionConfig config;
 };
 
@@ -124,15 +125,19 @@ int run(const BenchOptions& o) {
   std::vector<Record> records;
   const int threads = o.config.threads > 0 ? o.config.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (std::int64_t n : o.seq) {
-    // Random Gaussian inputs, [batch, heads, seq, head_dim] contiguous, drawn once per length.
+    // Random Gaussian inputs, drawn once per length: [batch, heads, seq, head_dim] contiguous
+    // (bhsd), or as a model's fused projection holds them (token-major: Q, K and V interleaved in
+    // one [batch, seq, (heads + 2 heads_kv) head_dim] buffer, O [batch, seq, heads, head_dim]).
     std::mt19937_64 gen(static_cast<std::uint64_t>(n));
     std::normal_distribution<float> nd(0.0f, 1.0f);
+    const bool token_major = o.layout == "token-major";
     const std::size_t nq = static_cast<std::size_t>(o.batch * o.heads * n * o.head_dim);
     const std::size_t nkv = static_cast<std::size_t>(o.batch * heads_kv * n * o.head_dim);
+    const std::int64_t width = (o.heads + 2 * heads_kv) * o.head_dim;  // token-major row
     // Inputs on huge pages where the system offers them (as a user's large tensors should be).
     std::vector<float, HugePageAllocator<float>> f32[4];
     std::vector<std::uint16_t, HugePageAllocator<std::uint16_t>> b16[4];
-    const std::size_t sizes[4] = {nq, nkv, nkv, nq};
+    const std::size_t sizes[4] = {token_major ? nq + 2 * nkv : nq, token_major ? 0 : nkv, token_major ? 0 : nkv, nq};
     for (int t = 0; t < 4; ++t) {
       f32[t].resize(sizes[t]);
       for (float& x : f32[t]) x = t == 3 ? 0.0f : nd(gen);
@@ -143,10 +148,19 @@ int run(const BenchOptions& o) {
       }
     }
     auto ptr = [&](int t) -> void* { return dtype == DType::bf16 ? static_cast<void*>(b16[t].data()) : static_cast<void*>(f32[t].data()); };
-    AttentionArgs args{TensorView::bhsd(ptr(0), dtype, o.batch, o.heads, n, o.head_dim),
-                       TensorView::bhsd(ptr(1), dtype, o.batch, heads_kv, n, o.head_dim),
-                       TensorView::bhsd(ptr(2), dtype, o.batch, heads_kv, n, o.head_dim),
-                       TensorView::bhsd(ptr(3), dtype, o.batch, o.heads, n, o.head_dim), {}};
+    const std::size_t esize = dtype == DType::bf16 ? 2 : 4;
+    auto fused = [&](std::int64_t column, std::int64_t heads) {  // a [batch, heads, n, d] view into the fused buffer
+      return TensorView{static_cast<char*>(ptr(0)) + static_cast<std::size_t>(column) * esize, dtype,
+                        {o.batch, heads, n, o.head_dim}, {n * width, o.head_dim, width, 1}};
+    };
+    AttentionArgs args = token_major
+                             ? AttentionArgs{fused(0, o.heads), fused(o.heads * o.head_dim, heads_kv),
+                                             fused((o.heads + heads_kv) * o.head_dim, heads_kv),
+                                             TensorView::bshd(ptr(3), dtype, o.batch, n, o.heads, o.head_dim), {}}
+                             : AttentionArgs{TensorView::bhsd(ptr(0), dtype, o.batch, o.heads, n, o.head_dim),
+                                             TensorView::bhsd(ptr(1), dtype, o.batch, heads_kv, n, o.head_dim),
+                                             TensorView::bhsd(ptr(2), dtype, o.batch, heads_kv, n, o.head_dim),
+                                             TensorView::bhsd(ptr(3), dtype, o.batch, o.heads, n, o.head_dim), {}};
     // The backward's buffers: LSE [batch, heads, n], dO (the inputs' dtype, Gaussian), f32 dQ, dK, dV.
     const bool backward = o.pass != "forward";
     std::vector<float> lse, dq, dk, dv;
@@ -241,7 +255,7 @@ int run(const BenchOptions& o) {
     for (const Record& r : records)
       j.push_back({{"method", r.method}, {"seq", r.seq}, {"head_dim", o.head_dim}, {"heads", o.heads}, {"heads_kv", heads_kv},
                    {"batch", o.batch}, {"causal", r.causal}, {"threads", threads}, {"median_s", r.median_s}, {"min_s", r.min_s},
-                   {"times_s", r.times}, {"repeats", o.repeats}, {"dtype", to_string(dtype)},
+                   {"times_s", r.times}, {"repeats", o.repeats}, {"dtype", to_string(dtype)}, {"layout", o.layout},
                    {"exact_equivalent_gflops", r.gflops}, {"block_size", o.config.block_size},
                    {"sample_size", o.config.sample_size}, {"lsh_bits", o.config.lsh_bits}, {"min_seq_len", o.config.min_seq_len},
                    {"seed", o.config.seed}, {"backend", "cpu"}, {"pass", o.pass}});
@@ -296,6 +310,11 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--max-exact-seq", o->max_exact_seq, "skip exact attention above this length (0: never skip)")->check(nonnegative_integer<std::int64_t>());
   sub->add_option("--backend", o->backend, "cpu, or cuda (CUDA-event timing; needs -DHYPERATTN_CUDA=ON and a GPU)")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
   sub->add_option("--pass", o->pass, "what to time: forward, backward (after one untimed forward) or forward-backward (f32 gradients)")->capture_default_str()->check(CLI::IsMember({"forward", "backward", "forward-backward"}));
+  sub->add_option("--layout", o->layout,
+                  "bhsd ([batch, heads, seq, head_dim] arrays) or token-major (Q, K, V interleaved in one "
+                  "[batch, seq, (heads + 2 heads_kv) head_dim] buffer, as a model's fused QKV projection leaves them)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"bhsd", "token-major"}));
   sub->add_option("--json", o->json, "write one record per measurement to this JSON file");
   sub->add_option("--plot", o->plot, "write a log-log plot of time against length to this PNG");
   add_hyper_options(sub, &o->config);

@@ -608,10 +608,12 @@ bool any_approximate(const Plan& plan) {
   return false;
 }
 
-// Approximated parts gather their key and value rows from all over K and V. When those rows are
-// interleaved with others (a row stride beyond head_dim, as in a [tokens, heads * head_dim]
-// projection output) they span several times the memory they hold; the kernels then read a
-// compact copy, [batch, heads_kv, seq_kv, head_dim] on huge pages (same values, so same results).
+// Key and value rows interleaved with others (a row stride beyond head_dim, as in a [tokens,
+// heads * head_dim] projection output) span several times the memory they hold: approximated parts
+// gather them from all over K and V, and exact ones stream every row once per row tile, each row
+// on another 4 KiB page at a 2.5 KiB stride (the model's fused QKV), past what the TLBs and the
+// hardware prefetchers follow. The kernels then read a compact copy, [batch, heads_kv, seq_kv,
+// head_dim] on huge pages, made once per call (same values, so same results).
 void compact_keys_and_values(Context& ctx) {
   const TensorView& k = ctx.args.k;
   const TensorView& v = ctx.args.v;
@@ -670,10 +672,8 @@ Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfi
           for (std::int64_t r = plan.empty_rows[0]; r < plan.empty_rows[1]; ++r)
             std::fill_n(ctx.acc_head(b, h) + r * ctx.acc_stride[2], ctx.d, 0.0f);
     }
-    if (any_approximate(plan)) {
-      prepare_lsh(ctx);
-      compact_keys_and_values(ctx);
-    }
+    if (any_approximate(plan)) prepare_lsh(ctx);
+    compact_keys_and_values(ctx);
     ctx.total = count_items(ctx, plan);
     std::vector<ThreadScratch> scratch(static_cast<std::size_t>(ctx.threads));
     const std::size_t kernel_floats = ctx.kernel.scratch_floats(ctx.d, ctx.d);
@@ -1113,10 +1113,8 @@ Status execute_backward(const Plan& plan, const AttentionGradArgs& g, const Atte
       return Status::Unsupported(fmt::format("hyperattn: the {} kernel has no backward pass", ctx.kernel.name));
     GradContext gc(ctx, g);
     prepare_gradients(gc);
-    if (any_approximate(plan)) {
-      prepare_lsh(ctx);
-      compact_keys_and_values(ctx);
-    }
+    if (any_approximate(plan)) prepare_lsh(ctx);
+    compact_keys_and_values(ctx);
     std::vector<ThreadScratch> scratch(static_cast<std::size_t>(ctx.threads));
     for (ThreadScratch& s : scratch) s.kernel.resize(ctx.kernel.backward_scratch_floats(ctx.d));
     for (const Phase& phase : plan.phases) {

@@ -4,8 +4,8 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <thread>
-#include <vector>
+
+#include "cpu/thread_pool.hpp"  // the library's one thread pool and thread-count rule
 
 namespace hyperattn::model {
 
@@ -21,11 +21,7 @@ void sgemm_rows(const float* a, std::int64_t rows, std::int64_t lda, const float
   });
 }
 
-int resolve_threads(int requested) {
-  if (requested > 0) return requested;
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
-}
+int resolve_threads(int requested) { return cpu::resolve_threads(requested); }
 
 void parallel_rows(int threads, std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) {
   if (n <= 0) return;
@@ -34,14 +30,9 @@ void parallel_rows(int threads, std::int64_t n, const std::function<void(std::in
     fn(0, n);
     return;
   }
-  std::vector<std::thread> workers;
-  workers.reserve(static_cast<std::size_t>(parts - 1));
-  const auto slice_begin = [&](std::int64_t p) { return n * p / parts; };
-  for (std::int64_t p = 1; p < parts; ++p) {
-    workers.emplace_back([&fn, b = slice_begin(p), e = slice_begin(p + 1)] { fn(b, e); });
-  }
-  fn(0, slice_begin(1));
-  for (auto& w : workers) w.join();
+  // One item per slice, so every slice is [n p / parts, n (p + 1) / parts) whichever thread runs it.
+  cpu::parallel_for(parts, static_cast<int>(parts),
+                    [&](std::int64_t p, int) { fn(n * p / parts, n * (p + 1) / parts); });
 }
 
 }  // namespace hyperattn::model

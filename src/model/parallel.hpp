@@ -12,8 +12,9 @@ namespace hyperattn::model {
 // Sets the number of threads OpenBLAS uses for the following GEMMs (>= 1).
 void set_blas_threads(int threads);
 
-// Calls fn(begin, end) on `threads` contiguous slices of [0, n) in parallel (the calling thread
-// takes the first slice). Slices are never empty; with threads <= 1 or tiny n it runs inline.
+// Calls fn(begin, end) on `threads` contiguous slices of [0, n) in parallel, on the library's
+// thread pool (cpu::parallel_for, one item per slice). Slices are never empty; with threads <= 1 or
+// tiny n it runs inline.
 void parallel_rows(int threads, std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn);
 
 // c [rows, n] (+)= a [rows, k] (row stride lda) . w^T, w [n, k] with contiguous rows, in fp32: rows
@@ -24,7 +25,8 @@ void parallel_rows(int threads, std::int64_t n, const std::function<void(std::in
 void sgemm_rows(const float* a, std::int64_t rows, std::int64_t lda, const float* w, std::int64_t n, std::int64_t k,
                 float* c, std::int64_t ldc, bool accumulate, int threads);
 
-// Resolves a --threads request: 0 or negative means every hardware thread.
+// Resolves a --threads request: 0 or negative means every hardware thread; the library's rule
+// (cpu::resolve_threads: at most 4x the cores).
 int resolve_threads(int requested);
 
 }  // namespace hyperattn::model
