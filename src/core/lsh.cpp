@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/bfloat16.hpp"
+#include "core/simd.hpp"
 
 namespace hyperattn::lsh {
 
@@ -79,13 +80,11 @@ __attribute__((always_inline)) inline void sign_bits_all(const Elem* x, std::int
   for (; i + 4 <= rows; i += 4) sign_bits_block<kLanes, 4>(x + i * row_stride, row_stride, g, head_dim, lsh_bits, bits + i);
   for (; i < rows; ++i) sign_bits_block<kLanes, 1>(x + i * row_stride, row_stride, g, head_dim, lsh_bits, bits + i);
 }
-}  // namespace
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void sign_bits_rows(const void* x, bool bf16, std::int64_t row_stride, std::int64_t rows, const double* padded_proj,
-                    int head_dim, int lsh_bits, std::uint32_t* bits) {
+// The loop, then its AVX-512 and AVX2 copies (core/simd.hpp).
+[[gnu::always_inline]] inline void sign_bits_rows_body(const void* x, bool bf16, std::int64_t row_stride, std::int64_t rows,
+                                                       const double* padded_proj, int head_dim, int lsh_bits,
+                                                       std::uint32_t* bits) {
   if (bf16) {
     const auto* xb = static_cast<const std::uint16_t*>(x);
     if (lsh_bits <= 8) sign_bits_all<8>(xb, row_stride, rows, padded_proj, head_dim, lsh_bits, bits);
@@ -95,6 +94,17 @@ void sign_bits_rows(const void* x, bool bf16, std::int64_t row_stride, std::int6
     if (lsh_bits <= 8) sign_bits_all<8>(xf, row_stride, rows, padded_proj, head_dim, lsh_bits, bits);
     else sign_bits_all<16>(xf, row_stride, rows, padded_proj, head_dim, lsh_bits, bits);
   }
+}
+}  // namespace
+
+HYPERATTN_SIMD_VARIANTS(void, sign_bits_rows_body,
+                        (const void* x, bool bf16, std::int64_t row_stride, std::int64_t rows, const double* padded_proj,
+                         int head_dim, int lsh_bits, std::uint32_t* bits),
+                        (x, bf16, row_stride, rows, padded_proj, head_dim, lsh_bits, bits))
+
+void sign_bits_rows(SimdLevel level, const void* x, bool bf16, std::int64_t row_stride, std::int64_t rows,
+                    const double* padded_proj, int head_dim, int lsh_bits, std::uint32_t* bits) {
+  HYPERATTN_SIMD_DISPATCH(level, sign_bits_rows_body, (x, bf16, row_stride, rows, padded_proj, head_dim, lsh_bits, bits));
 }
 
 void counting_sort(const std::uint32_t* bucket, std::int64_t n, int lsh_bits, std::int32_t base,

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/simd.hpp"
 #include "hyperattn/config.hpp"
 #include "hyperattn/tensor.hpp"
 
@@ -16,14 +17,15 @@ namespace hyperattn::lsh {
 std::uint32_t sign_bits_f32(const float* x, const float* proj, int head_dim, int lsh_bits);
 std::uint32_t sign_bits_bf16(const std::uint16_t* x, const float* proj, int head_dim, int lsh_bits);
 
-// The same bits for `rows` rows at once (the engine's hashing pass): x rows of head_dim f32 or
-// bf16 values `row_stride` elements apart; `padded_proj` is proj widened to double and padded
-// with zeros to [head_dim, 8] (lsh_bits <= 8) or [head_dim, 16]. Identical results to the
-// per-row functions (same products, same summation order), vectorised and built for AVX-512,
-// AVX2 and baseline x86-64, chosen at load time.
+// The same bits for `rows` rows at once (the CPU executor's hashing pass): x rows of head_dim f32
+// or bf16 values `row_stride` elements apart; `padded_proj` is proj widened to double and padded
+// with zeros to [head_dim, 8] (lsh_bits <= 8) or [head_dim, 16]. Identical results to the per-row
+// functions (same products, same summation order), vectorised, with copies for AVX-512 and AVX2
+// (core/simd.hpp): `level` picks one (the executor passes cpu::simd_level(); the copy must be one
+// the CPU supports).
 std::vector<double> pad_projections(const float* proj, int head_dim, int lsh_bits);
-void sign_bits_rows(const void* x, bool bf16, std::int64_t row_stride, std::int64_t rows, const double* padded_proj,
-                    int head_dim, int lsh_bits, std::uint32_t* bits);
+void sign_bits_rows(SimdLevel level, const void* x, bool bf16, std::int64_t row_stride, std::int64_t rows,
+                    const double* padded_proj, int head_dim, int lsh_bits, std::uint32_t* bits);
 
 // Rank of a bit pattern in the reflected Gray sequence (inverse Gray map), so that adjacent
 // buckets differ in exactly one bit.

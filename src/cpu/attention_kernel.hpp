@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "core/simd.hpp"
 #include "hyperattn/tensor.hpp"
 
 namespace hyperattn::cpu {
@@ -190,6 +191,10 @@ struct AttentionKernel {
 // The kernel chosen once from the CPU's features; HYPERATTN_ISA=scalar|avx2|avx512_nobf16|avx512 forces one
 // (an unsupported forced variant falls back to the best supported one, with a warning on stderr).
 const AttentionKernel& best_kernel();
+// The vector ISA of the SIMD loops outside the kernels (core/simd.hpp: the LSH hashing, the model
+// runner's element-wise passes), derived from best_kernel() so that HYPERATTN_ISA steers them too:
+// avx512 and avx512_nobf16 -> avx512, avx2 -> avx2, scalar -> baseline.
+SimdLevel simd_level();
 // Every variant this CPU can run (for tests and benchmarks).
 int supported_kernels(const AttentionKernel** out, int capacity);
 // A kernel by name, or nullptr if unknown or unsupported here.

@@ -162,7 +162,7 @@ void hash_all(Context& ctx) {
     std::uint32_t* out = (is_q ? ctx.q_bucket.data() : ctx.k_bucket.data()) + bh * n;
     const std::int64_t i0 = chunk * kRows, i1 = std::min(n, (chunk + 1) * kRows);
     const std::byte* rows = ctx.head_ptr(t, b, h) + i0 * t.stride[2] * static_cast<std::int64_t>(ctx.esize);
-    lsh::sign_bits_rows(rows, t.dtype == DType::bf16, t.stride[2], i1 - i0,
+    lsh::sign_bits_rows(simd_level(), rows, t.dtype == DType::bf16, t.stride[2], i1 - i0,
                         padded[static_cast<std::size_t>(b * ctx.heads_kv + hkv)].data(), ctx.d, r, out + i0);
     for (std::int64_t i = i0; i < i1; ++i) out[i] = lsh::bucket_of(out[i], ctx.config.bucket_order);
   });

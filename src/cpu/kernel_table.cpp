@@ -73,6 +73,16 @@ const AttentionKernel& best_kernel() {
   return chosen;
 }
 
+SimdLevel simd_level() {
+  static const SimdLevel level = [] {
+    const char* name = best_kernel().name;
+    if (std::strncmp(name, "avx512", 6) == 0) return SimdLevel::avx512;
+    if (std::strcmp(name, "avx2") == 0) return SimdLevel::avx2;
+    return SimdLevel::baseline;
+  }();
+  return level;
+}
+
 int supported_kernels(const AttentionKernel** out, int capacity) {
   int n = 0;
   for (const Variant& v : kVariants)

@@ -1,16 +1,13 @@
 // src/model/vector_math.cpp: see vector_math.hpp. Each loop is compiled for AVX-512, AVX2 and the
-// baseline and dispatched at load time; the bodies are plain loops over exp_f32 that GCC vectorises
+// baseline (core/simd.hpp) and dispatched on cpu::simd_level(), the library's one SIMD choice; the bodies are plain loops over exp_f32 that GCC vectorises
 // (fixed-width lane blocks where a sum is kept in double, since a reduction is only vectorised when
 // its lanes are independent).
 #include "model/vector_math.hpp"
 
 #include <limits>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define HYPERATTN_MODEL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define HYPERATTN_MODEL_CLONES
-#endif
+#include "core/simd.hpp"
+#include "cpu/attention_kernel.hpp"  // cpu::simd_level(): the library's one SIMD choice (HYPERATTN_ISA)
 
 namespace hyperattn::model {
 namespace {
@@ -26,18 +23,19 @@ double sum_lanes(const double* acc) {
 
 }  // namespace
 
-HYPERATTN_MODEL_CLONES
-void exp_f32_array(const float* x, std::int64_t n, float* y) {
+[[gnu::always_inline]] static inline void exp_f32_array_body(const float* x, std::int64_t n, float* y) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = exp_f32(x[i]);
 }
+HYPERATTN_SIMD_VARIANTS(void, exp_f32_array_body, (const float* x, std::int64_t n, float* y), (x, n, y))
+void exp_f32_array(const float* x, std::int64_t n, float* y) { HYPERATTN_SIMD_DISPATCH(cpu::simd_level(), exp_f32_array_body, (x, n, y)); }
 
-HYPERATTN_MODEL_CLONES
-void silu_mul(const float* gate, const float* up, std::int64_t n, float* out) {
+[[gnu::always_inline]] static inline void silu_mul_body(const float* gate, const float* up, std::int64_t n, float* out) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + exp_f32(-gate[i])) * up[i];
 }
+HYPERATTN_SIMD_VARIANTS(void, silu_mul_body, (const float* gate, const float* up, std::int64_t n, float* out), (gate, up, n, out))
+void silu_mul(const float* gate, const float* up, std::int64_t n, float* out) { HYPERATTN_SIMD_DISPATCH(cpu::simd_level(), silu_mul_body, (gate, up, n, out)); }
 
-HYPERATTN_MODEL_CLONES
-float max_f32(const float* x, std::int64_t n) {
+[[gnu::always_inline]] static inline float max_f32_body(const float* x, std::int64_t n) {
   float acc[kLanes];  // [kLanes] running maxima of lanes i mod kLanes
   for (float& a : acc) a = -std::numeric_limits<float>::infinity();
   std::int64_t i = 0;
@@ -49,9 +47,10 @@ float max_f32(const float* x, std::int64_t n) {
   for (std::int64_t j = 1; j < kLanes; ++j) m = acc[j] > m ? acc[j] : m;
   return m;
 }
+HYPERATTN_SIMD_VARIANTS(float, max_f32_body, (const float* x, std::int64_t n), (x, n))
+float max_f32(const float* x, std::int64_t n) { HYPERATTN_SIMD_DISPATCH(cpu::simd_level(), max_f32_body, (x, n)); }
 
-HYPERATTN_MODEL_CLONES
-double sum_exp_f32(const float* x, std::int64_t n, float shift) {
+[[gnu::always_inline]] static inline double sum_exp_f32_body(const float* x, std::int64_t n, float shift) {
   double acc[kLanes] = {};  // [kLanes] partial sums of lanes i mod kLanes
   std::int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -60,9 +59,10 @@ double sum_exp_f32(const float* x, std::int64_t n, float shift) {
   for (; i < n; ++i) acc[0] += static_cast<double>(exp_f32(x[i] - shift));
   return sum_lanes(acc);
 }
+HYPERATTN_SIMD_VARIANTS(double, sum_exp_f32_body, (const float* x, std::int64_t n, float shift), (x, n, shift))
+double sum_exp_f32(const float* x, std::int64_t n, float shift) { HYPERATTN_SIMD_DISPATCH(cpu::simd_level(), sum_exp_f32_body, (x, n, shift)); }
 
-HYPERATTN_MODEL_CLONES
-double kl_terms_f32(const float* a, const float* b, std::int64_t n) {
+[[gnu::always_inline]] static inline double kl_terms_f32_body(const float* a, const float* b, std::int64_t n) {
   double acc[kLanes] = {};  // [kLanes] partial sums of lanes i mod kLanes
   std::int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -73,9 +73,10 @@ double kl_terms_f32(const float* a, const float* b, std::int64_t n) {
   for (; i < n; ++i) acc[0] += static_cast<double>(exp_f32(a[i])) * static_cast<double>(a[i] - b[i]);
   return sum_lanes(acc);
 }
+HYPERATTN_SIMD_VARIANTS(double, kl_terms_f32_body, (const float* a, const float* b, std::int64_t n), (a, b, n))
+double kl_terms_f32(const float* a, const float* b, std::int64_t n) { HYPERATTN_SIMD_DISPATCH(cpu::simd_level(), kl_terms_f32_body, (a, b, n)); }
 
-HYPERATTN_MODEL_CLONES
-double sum_squares_f32(const float* x, std::int64_t n) {
+[[gnu::always_inline]] static inline double sum_squares_f32_body(const float* x, std::int64_t n) {
   double acc[kLanes] = {};  // [kLanes] partial sums of lanes i mod kLanes
   std::int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -84,5 +85,7 @@ double sum_squares_f32(const float* x, std::int64_t n) {
   for (; i < n; ++i) acc[0] += static_cast<double>(x[i] * x[i]);
   return sum_lanes(acc);
 }
+HYPERATTN_SIMD_VARIANTS(double, sum_squares_f32_body, (const float* x, std::int64_t n), (x, n))
+double sum_squares_f32(const float* x, std::int64_t n) { HYPERATTN_SIMD_DISPATCH(cpu::simd_level(), sum_squares_f32_body, (x, n)); }
 
 }  // namespace hyperattn::model

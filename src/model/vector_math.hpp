@@ -1,7 +1,8 @@
 // src/model/vector_math.hpp: the runner's element-wise loops that the compiler does not vectorise
 // on its own (exp in SwiGLU, log-softmax and the KL terms; sums kept in double), vectorised: a
 // branch-free fp32 exp that GCC auto-vectorises, used by loops compiled once per ISA (AVX-512, AVX2,
-// baseline) and picked at run time (target_clones, as core/lsh.cpp).
+// baseline) and picked at run time by the library's one SIMD choice (core/simd.hpp, cpu::simd_level():
+// HYPERATTN_ISA steers it), as core/lsh.cpp.
 //
 // exp_f32(x): n = round(x log2 e) (by the 1.5 * 2^23 rounding constant, no float -> int conversion),
 // r = x - n ln2 in two steps (ln2_hi has 9 significant bits, so n * ln2_hi is exact for |n| < 2^15;

@@ -13,6 +13,17 @@
 namespace hyperattn {
 namespace {
 
+// The SIMD copies (core/simd.hpp) whose instructions this CPU has.
+std::vector<SimdLevel> supported_simd_levels() {
+  std::vector<SimdLevel> levels{SimdLevel::baseline};
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) levels.push_back(SimdLevel::avx2);
+  if (__builtin_cpu_supports("avx512f")) levels.push_back(SimdLevel::avx512);
+#endif
+  return levels;
+}
+
 TEST(Lsh, GrayRankIsABijectionWhoseNeighboursDifferInOneBit) {
   for (int r : {1, 3, 7, 10}) {
     const std::uint32_t n = 1u << r;
@@ -80,12 +91,15 @@ TEST(Lsh, BatchedSignBitsEqualThePerRowDefinition) {
         xb[i] = f32_to_bf16_bits(x[i]);
       }
       const std::vector<double> padded = lsh::pad_projections(proj.data(), d, r);
-      std::vector<std::uint32_t> got(static_cast<std::size_t>(rows)), got_b(got.size());
-      lsh::sign_bits_rows(x.data(), false, stride, rows, padded.data(), d, r, got.data());
-      lsh::sign_bits_rows(xb.data(), true, stride, rows, padded.data(), d, r, got_b.data());
-      for (std::int64_t i = 0; i < rows; ++i) {
-        EXPECT_EQ(got[static_cast<std::size_t>(i)], lsh::sign_bits_f32(x.data() + i * stride, proj.data(), d, r)) << r << " " << d << " " << i;
-        EXPECT_EQ(got_b[static_cast<std::size_t>(i)], lsh::sign_bits_bf16(xb.data() + i * stride, proj.data(), d, r)) << r << " " << d << " " << i;
+      for (SimdLevel level : supported_simd_levels()) {  // every copy this CPU can run
+        std::vector<std::uint32_t> got(static_cast<std::size_t>(rows)), got_b(got.size());
+        lsh::sign_bits_rows(level, x.data(), false, stride, rows, padded.data(), d, r, got.data());
+        lsh::sign_bits_rows(level, xb.data(), true, stride, rows, padded.data(), d, r, got_b.data());
+        const int l = static_cast<int>(level);
+        for (std::int64_t i = 0; i < rows; ++i) {
+          EXPECT_EQ(got[static_cast<std::size_t>(i)], lsh::sign_bits_f32(x.data() + i * stride, proj.data(), d, r)) << l << " " << r << " " << d << " " << i;
+          EXPECT_EQ(got_b[static_cast<std::size_t>(i)], lsh::sign_bits_bf16(xb.data() + i * stride, proj.data(), d, r)) << l << " " << r << " " << d << " " << i;
+        }
       }
     }
   }
