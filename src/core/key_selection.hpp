@@ -10,13 +10,8 @@
 
 #include <cstdint>
 
+#include "core/host_device.hpp"
 #include "hyperattn/config.hpp"
-
-#if defined(__CUDACC__)
-#define HYPERATTN_HD __host__ __device__
-#else
-#define HYPERATTN_HD
-#endif
 
 namespace hyperattn::key_selection {
 

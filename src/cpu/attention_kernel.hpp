@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "core/lse_merge.hpp"
 #include "core/simd.hpp"
 #include "hyperattn/tensor.hpp"
 
@@ -103,30 +104,22 @@ inline float no_contract(float x) {
   return x;
 }
 
-// The log-sum-exp merge of a partial result (o_new, l_new) into (o_acc, l_acc):
-//   mx = max(L_acc, L_new), w_i = e^{L_i - mx},
-//   O = (w_old O_acc + w_new O_new) * (1 / (w_old + w_new)),  L = mx + log(w_old + w_new),
-// with each product rounded to fp32 on its own (never an FMA), so every kernel variant gives the
-// same bits. An empty partial result (l_new = -inf) leaves the accumulator as it is; an empty
-// accumulator takes the new one; NaN propagates. `combine(o_acc, o_new, w_old, w_new, inv, d)`
-// does the row update (combine_rows_scalar, or a kernel's vectorised equivalent).
+// The log-sum-exp merge of a partial result (o_new, l_new) into (o_acc, l_acc), by the rule of
+// core/lse_merge.hpp (written once for CPU and CUDA), with each product of the row update rounded
+// to fp32 on its own (never an FMA), so every kernel variant gives the same bits.
+// `combine(o_acc, o_new, w_old, w_new, inv, d)` does the row update (combine_rows_scalar, or a
+// kernel's vectorised equivalent).
 template <class Combine>
 inline void merge_row(float* o_acc, float* l_acc, const float* o_new, float l_new, int d, Combine combine) {
-  if (l_new == -std::numeric_limits<float>::infinity()) return;
-  const float l_old = *l_acc;
-  if (l_old == -std::numeric_limits<float>::infinity()) {
+  const core::LseMerge m = core::lse_merge(*l_acc, l_new);
+  if (m.kind == core::MergeKind::keep) return;
+  if (m.kind == core::MergeKind::replace) {
     std::copy(o_new, o_new + d, o_acc);
     *l_acc = l_new;
     return;
   }
-  const float mx = std::max(l_old, l_new);
-  // One of the two weights is e^0 = 1 (exactly, C Annex F): only the other needs the call.
-  const float d_old = l_old - mx, d_new = l_new - mx;
-  const float w_old = d_old == 0.0f ? 1.0f : std::exp(d_old);
-  const float w_new = d_new == 0.0f ? 1.0f : std::exp(d_new);
-  const float inv = 1.0f / (w_old + w_new);
-  combine(o_acc, o_new, w_old, w_new, inv, d);
-  *l_acc = mx + std::log(w_old + w_new);
+  combine(o_acc, o_new, m.w_old, m.w_new, m.inv, d);
+  *l_acc = m.lse;
 }
 
 inline void combine_rows_scalar(float* o_acc, const float* o_new, float w_old, float w_new, float inv, int d) {

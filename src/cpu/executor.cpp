@@ -363,14 +363,12 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   return fixed + m;
 }
 
-// The kernel call of one item, its key list (approximated parts) in s.slot_keys[slot], s.slot_bias[slot].
-// The first phase writes (O, LSE) straight into the accumulators (the unsort fused into the
-// kernel's indexed store); later phases merge into them through the LSE (merge fused likewise).
-// rows == 0 means nothing to do.
-cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, const Item& it, ThreadScratch& s, int slot) {
-  const Part& p = phase.parts[static_cast<std::size_t>(it.part)];
-  const std::int64_t b = it.batch, hq = it.head, hkv = hq / ctx.group;
-  cpu::DenseAttentionTile t;
+// The operands of (batch b, query head hq) as a kernel tile holds them (DenseAttentionTile and
+// BackwardTile name them alike): the head's Q rows, its key-value head's K and V rows (the compact
+// copy where there is one), head_dim and the softmax scale.
+template <class Tile>
+void set_operands(Tile& t, const Context& ctx, std::int64_t b, std::int64_t hq) {
+  const std::int64_t hkv = hq / ctx.group;
   t.dtype = ctx.args.q.dtype;
   t.q = ctx.head_ptr(ctx.args.q, b, hq);
   t.q_row_stride = ctx.args.q.stride[2];
@@ -378,9 +376,20 @@ cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, 
   t.k_row_stride = ctx.k_rows.stride[2];
   t.v = ctx.head_ptr(ctx.v_rows, b, hkv);
   t.v_row_stride = ctx.v_rows.stride[2];
-  t.head_dim = ctx.d;
-  t.head_dim_v = ctx.d;
+  t.head_dim = static_cast<int>(ctx.d);
   t.scale = ctx.scale;
+}
+
+// The kernel call of one item, its key list (approximated parts) in s.slot_keys[slot], s.slot_bias[slot].
+// The first phase writes (O, LSE) straight into the accumulators (the unsort fused into the
+// kernel's indexed store); later phases merge into them through the LSE (merge fused likewise).
+// rows == 0 means nothing to do.
+cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, const Item& it, ThreadScratch& s, int slot) {
+  const Part& p = phase.parts[static_cast<std::size_t>(it.part)];
+  const std::int64_t b = it.batch, hq = it.head;
+  cpu::DenseAttentionTile t;
+  set_operands(t, ctx, b, hq);
+  t.head_dim_v = ctx.d;
   t.scratch = s.kernel.get();
   t.out = ctx.acc_head(b, hq);
   t.out_row_stride = ctx.acc_stride[2];
@@ -862,17 +871,8 @@ void prepare_gradients(GradContext& gc) {
 // The tile fields shared by every backward call of (batch b, query head hq).
 cpu::BackwardTile backward_tile(const GradContext& gc, std::int64_t b, std::int64_t hq, float* scratch) {
   const Context& ctx = gc.ctx;
-  const std::int64_t hkv = hq / ctx.group;
   cpu::BackwardTile t;
-  t.dtype = ctx.args.q.dtype;
-  t.q = ctx.head_ptr(ctx.args.q, b, hq);
-  t.q_row_stride = ctx.args.q.stride[2];
-  t.k = ctx.head_ptr(ctx.k_rows, b, hkv);
-  t.k_row_stride = ctx.k_rows.stride[2];
-  t.v = ctx.head_ptr(ctx.v_rows, b, hkv);
-  t.v_row_stride = ctx.v_rows.stride[2];
-  t.head_dim = ctx.d;
-  t.scale = ctx.scale;
+  set_operands(t, ctx, b, hq);
   t.d_out = gc.dout_head(b, hq);
   t.d_out_row_stride = gc.dout_stride[2];
   t.lse = gc.lse_head(b, hq);

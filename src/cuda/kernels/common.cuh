@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "core/lse_merge.hpp"
 #include "core/random.hpp"
 #include "cuda/device_types.hpp"
 #include "cuda/tile_keys.hpp"
@@ -51,20 +52,14 @@ struct RowWriter {
   std::int64_t position;
   float lse;
 
-  // The weights of the new part and of the accumulated one, and the merged LSE.
+  // The weights of the new part and of the accumulated one (normalised: acc = w_new value +
+  // w_old acc), and the merged LSE, by the rule of core/lse_merge.hpp (shared with the CPU).
   __device__ __forceinline__ void merge_weights(float* w_new, float* w_old, float* merged) const {
     const float old = p.acc_lse[static_cast<std::int64_t>(h.bh_q) * p.seq_q + position];
-    const float mx = fmaxf(old, lse);
-    if (mx == -INFINITY) {
-      *w_new = 0.0f;
-      *w_old = 0.0f;
-      *merged = -INFINITY;
-      return;
-    }
-    const float L = mx + logf(expf(old - mx) + expf(lse - mx));
-    *w_new = expf(lse - L);
-    *w_old = expf(old - L);
-    *merged = L;
+    const core::LseMerge m = core::lse_merge(old, lse);
+    *w_new = m.w_new * m.inv;
+    *w_old = m.w_old * m.inv;
+    *merged = m.lse;
   }
 
   __device__ __forceinline__ void write(int dim, float value, float w_new, float w_old) const {
