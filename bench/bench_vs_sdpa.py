@@ -119,32 +119,29 @@ def main():
         print(f"PyTorch {torch.__version__}, CPU capability {result['torch_cpu_capability']} (--torch-isa {result['torch_isa']})")
     print(f"\n| kernel | dtype | head_dim | mask | hyperattn s | GFLOP/s | of peak | torch SDPA s | GFLOP/s | hyperattn / SDPA |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    shapes = [(dtype, int(d)) for dtype in a.dtypes.split(",") for d in a.head_dims.split(",")]
     for isa in a.isa.split(","):
-        for dtype in a.dtypes.split(","):
-            for d in (int(x) for x in a.head_dims.split(",")):
-                try:
-                    med = hyperattn_medians(a.cli, isa, a.n, d, dtype, a.threads, a.repeats)
-                except RuntimeError as e:
-                    print(f"| {isa} | skipped: {e} |")
-                    break
-                for causal in (False, True):
-                    flops = (2.0 * a.n * (a.n + 1) if causal else 4.0 * a.n * a.n) * d
-                    t = med[causal]
-                    peak = kernel_peak(peaks, isa, dtype)
-                    ts = None
-                    if torch is not None:
-                        ts = sdpa_median(torch, a.n, d, torch.float32 if dtype == "f32" else torch.bfloat16, causal, a.repeats)
-                    row = {"kernel": isa, "dtype": dtype, "head_dim": d, "causal": causal, "hyperattn_s": t,
-                           "hyperattn_gflops": flops / t * 1e-9, "peak_frac": flops / t * 1e-9 / peak if peak else None,
-                           "sdpa_s": ts, "sdpa_gflops": flops / ts * 1e-9 if ts else None, "speedup": ts / t if ts else None}
-                    result["rows"].append(row)
-                    frac = f"{row['peak_frac'] * 100:.0f}%" if row["peak_frac"] else "-"
-                    sd = f"{ts:.4f} | {row['sdpa_gflops']:.1f} | {row['speedup']:.2f}x" if ts else "- | - | -"
-                    print(f"| {isa} | {dtype} | {d} | {'causal' if causal else 'non-causal'} | {t:.4f} | "
-                          f"{row['hyperattn_gflops']:.1f} | {frac} | {sd} |", flush=True)
-            else:
-                continue
-            break
+        for dtype, d in shapes:
+            try:
+                med = hyperattn_medians(a.cli, isa, a.n, d, dtype, a.threads, a.repeats)
+            except RuntimeError as e:
+                print(f"| {isa} | skipped: {e} |")
+                break  # the next kernel
+            for causal in (False, True):
+                flops = (2.0 * a.n * (a.n + 1) if causal else 4.0 * a.n * a.n) * d
+                t = med[causal]
+                peak = kernel_peak(peaks, isa, dtype)
+                ts = None
+                if torch is not None:
+                    ts = sdpa_median(torch, a.n, d, torch.float32 if dtype == "f32" else torch.bfloat16, causal, a.repeats)
+                row = {"kernel": isa, "dtype": dtype, "head_dim": d, "causal": causal, "hyperattn_s": t,
+                       "hyperattn_gflops": flops / t * 1e-9, "peak_frac": flops / t * 1e-9 / peak if peak else None,
+                       "sdpa_s": ts, "sdpa_gflops": flops / ts * 1e-9 if ts else None, "speedup": ts / t if ts else None}
+                result["rows"].append(row)
+                frac = f"{row['peak_frac'] * 100:.0f}%" if row["peak_frac"] else "-"
+                sd = f"{ts:.4f} | {row['sdpa_gflops']:.1f} | {row['speedup']:.2f}x" if ts else "- | - | -"
+                print(f"| {isa} | {dtype} | {d} | {'causal' if causal else 'non-causal'} | {t:.4f} | "
+                      f"{row['hyperattn_gflops']:.1f} | {frac} | {sd} |", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -439,6 +439,14 @@ void window_of(const Part& p, std::int64_t row, std::int64_t* w0, std::int64_t* 
   *w1 = std::min(p.k1, pos);
 }
 
+// Keys [w0, w1) of a local window, weight 1 (bias 0), written to keys[0, w1 - w0), bias[0, w1 - w0).
+void append_window_keys(std::int32_t* keys, float* bias, std::int64_t w0, std::int64_t w1) {
+  for (std::int64_t k = w0; k < w1; ++k) {
+    keys[k - w0] = static_cast<std::int32_t>(k);
+    bias[k - w0] = 0.0f;
+  }
+}
+
 // An approximated block of a part with a local window (t: the block's tile, keys gathered). Rows
 // whose window reaches into the part's hashed keys see the block's keys and samples with those in
 // the window masked (bias -inf, so the samples still estimate the sum over the keys outside block
@@ -467,10 +475,7 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     float* bias = s.row_bias.data();
     std::copy(t.k_index, t.k_index + t.keys, keys);
     std::copy(t.key_bias, t.key_bias + t.keys, bias);
-    for (std::int64_t k = u0; k < u1; ++k) {
-      keys[t.keys + k - u0] = static_cast<std::int32_t>(k);
-      bias[t.keys + k - u0] = 0.0f;
-    }
+    append_window_keys(keys + t.keys, bias + t.keys, u0, u1);
     cpu::DenseAttentionTile u = t;
     u.k_index = keys;
     u.key_bias = bias;
@@ -499,10 +504,7 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
       keys[j] = t.k_index[j];
       bias[j] = keys[j] >= w0 && keys[j] < w1 ? kNegInf : t.key_bias[j];
     }
-    for (std::int64_t k = w0; k < w1; ++k) {
-      keys[t.keys + k - w0] = static_cast<std::int32_t>(k);
-      bias[t.keys + k - w0] = 0.0f;
-    }
+    append_window_keys(keys + t.keys, bias + t.keys, w0, w1);
     cpu::DenseAttentionTile u = t;
     u.k_index = keys;
     u.key_bias = bias;
