@@ -10,6 +10,7 @@
 // q, k, v share one dtype (f32 or bf16); arithmetic is fp32.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "hyperattn/config.hpp"
@@ -86,6 +87,41 @@ Status hyper_attention_backward(const AttentionGradArgs& args, const AttentionCo
 
 // Checks the backward's arguments without computing anything.
 Status validate_backward(const AttentionGradArgs& args, const AttentionConfig& config);
+
+// Caller-provided memory (check -> workspace size -> run, as the CUDA API in cuda.hpp): ask
+// workspace_size() (or backward_workspace_size()) for the bytes one call needs, provide them (any
+// alignment; the call aligns inside), then call. Such a call allocates nothing that grows with the
+// problem: every buffer (fp32 accumulators, LSH buckets and permutations, the compact K/V copy,
+// work items, each thread's scratch) is carved from the workspace; what stays on the heap is the
+// plan (a few dozen bytes per causal recursion level), the LSH hyperplanes (heads_kv x head_dim x
+// lsh_bits floats) and the thread pool's hand-off. The size holds for the same shapes, strides,
+// dtypes and config on the same machine (it counts scratch for config.threads threads and the
+// kernel HYPERATTN_ISA chose); a smaller workspace is an InvalidArgument naming both sizes.
+// Results are bit for bit those of the allocating calls above, which run this same protocol on a
+// workspace of their own. The workspace holds nothing between calls.
+//
+// The forward state a backward pass needs is the forward's out and lse, with the same config
+// (seed, sizes, sampling) and injected randomness: the backward recomputes the same hashes, sorts
+// and key sets from them (nothing else is kept), so out, lse and the config are what to save.
+struct Workspace {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
+// Bytes of workspace exact_attention (hyper = false) or hyper_attention (hyper = true) needs for
+// these arguments; validates them as the calls do (shapes, strides, dtypes, config).
+Status workspace_size(const AttentionArgs& args, const AttentionConfig& config, bool hyper, std::size_t* bytes);
+Status exact_attention(const AttentionArgs& args, const AttentionConfig& config, const Workspace& workspace);
+Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected,
+                       const Workspace& workspace);
+
+// The same for the backward pass.
+Status backward_workspace_size(const AttentionGradArgs& args, const AttentionConfig& config, bool hyper,
+                               std::size_t* bytes);
+Status exact_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config,
+                                const Workspace& workspace);
+Status hyper_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config,
+                                const InjectedRandomness& injected, const Workspace& workspace);
 
 // Diagnostics: the sorted-LSH block of every query and key of the top-level non-causal problem
 // (the blocks HyperAttention attends to exactly), for the same seed and injected projections.

@@ -6,6 +6,8 @@
 #include "cpu/executor.hpp"
 #include "cpu/magnitudes.hpp"
 
+#include <fmt/format.h>
+
 namespace hyperattn {
 
 namespace {
@@ -14,21 +16,108 @@ Status check_injected(const AttentionArgs& args, const AttentionConfig& config, 
   return core::check_injected(args, config, injected, core::top_level_blocks(args.k.seq(), config));
 }
 
+AttentionArgs forward_args(const AttentionGradArgs& g) { return {g.q, g.k, g.v, g.out, g.lse}; }
+
+core::Plan plan_of(const AttentionArgs& args, const AttentionConfig& config, bool hyper) {
+  return hyper ? core::hyper_plan(args.q.seq(), args.k.seq(), config) : core::exact_plan(args.q.seq(), args.k.seq(), config);
+}
+
+// The door of every forward call: shapes and strides, injected randomness (HyperAttention), magnitudes.
+Status check_forward(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness* injected) {
+  HYPERATTN_RETURN_IF_ERROR(validate(args, config));
+  if (injected != nullptr) HYPERATTN_RETURN_IF_ERROR(check_injected(args, config, *injected));
+  return cpu::check_magnitudes(args, config);
+}
+
+Status check_backward(const AttentionGradArgs& g, const AttentionConfig& config, const InjectedRandomness* injected) {
+  HYPERATTN_RETURN_IF_ERROR(validate_backward(g, config));
+  HYPERATTN_RETURN_IF_ERROR(cpu::check_magnitudes(forward_args(g), config));
+  if (injected != nullptr) HYPERATTN_RETURN_IF_ERROR(check_injected(forward_args(g), config, *injected));
+  return Status::Ok();
+}
+
+// A caller's workspace must be memory (a null one would mean "allocate" inside the executor).
+Status check_workspace(const Workspace& workspace) {
+  if (workspace.data != nullptr) return Status::Ok();
+  return Status::InvalidArgument(fmt::format(
+      "workspace.data: null ({} bytes); expected memory of workspace_size() bytes (or call the overload without a workspace)",
+      workspace.bytes));
+}
+
+Status check_bytes_out(const std::size_t* bytes) {
+  if (bytes != nullptr) return Status::Ok();
+  return Status::InvalidArgument("bytes: null; expected a std::size_t to write the workspace size to");
+}
+
+Status run_forward(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness* injected,
+                   const Workspace& workspace) {
+  HYPERATTN_RETURN_IF_ERROR(check_forward(args, config, injected));
+  const bool hyper = injected != nullptr;
+  return cpu::execute(plan_of(args, config, hyper), args, config, hyper ? *injected : InjectedRandomness{}, workspace);
+}
+
+Status run_backward(const AttentionGradArgs& g, const AttentionConfig& config, const InjectedRandomness* injected,
+                    const Workspace& workspace) {
+  HYPERATTN_RETURN_IF_ERROR(check_backward(g, config, injected));
+  const bool hyper = injected != nullptr;
+  return cpu::execute_backward(plan_of(forward_args(g), config, hyper), g, config, hyper ? *injected : InjectedRandomness{},
+                               workspace);
+}
+
 }  // namespace
 
-Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected) {
+Status workspace_size(const AttentionArgs& args, const AttentionConfig& config, bool hyper, std::size_t* bytes) {
+  HYPERATTN_RETURN_IF_ERROR(check_bytes_out(bytes));
   HYPERATTN_RETURN_IF_ERROR(validate(args, config));
-  HYPERATTN_RETURN_IF_ERROR(check_injected(args, config, injected));
-  HYPERATTN_RETURN_IF_ERROR(cpu::check_magnitudes(args, config));
-  return cpu::execute(core::hyper_plan(args.q.seq(), args.k.seq(), config), args, config, injected);
+  *bytes = cpu::workspace_bytes(plan_of(args, config, hyper), args, config);
+  return Status::Ok();
+}
+
+Status backward_workspace_size(const AttentionGradArgs& args, const AttentionConfig& config, bool hyper,
+                               std::size_t* bytes) {
+  HYPERATTN_RETURN_IF_ERROR(check_bytes_out(bytes));
+  HYPERATTN_RETURN_IF_ERROR(validate_backward(args, config));
+  *bytes = cpu::backward_workspace_bytes(plan_of(forward_args(args), config, hyper), args, config);
+  return Status::Ok();
+}
+
+Status exact_attention(const AttentionArgs& args, const AttentionConfig& config) {
+  return run_forward(args, config, nullptr, {});
+}
+
+Status exact_attention(const AttentionArgs& args, const AttentionConfig& config, const Workspace& workspace) {
+  HYPERATTN_RETURN_IF_ERROR(check_workspace(workspace));
+  return run_forward(args, config, nullptr, workspace);
+}
+
+Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected) {
+  return run_forward(args, config, &injected, {});
+}
+
+Status hyper_attention(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected,
+                       const Workspace& workspace) {
+  HYPERATTN_RETURN_IF_ERROR(check_workspace(workspace));
+  return run_forward(args, config, &injected, workspace);
+}
+
+Status exact_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config) {
+  return run_backward(args, config, nullptr, {});
+}
+
+Status exact_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config, const Workspace& workspace) {
+  HYPERATTN_RETURN_IF_ERROR(check_workspace(workspace));
+  return run_backward(args, config, nullptr, workspace);
 }
 
 Status hyper_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config,
                                 const InjectedRandomness& injected) {
-  HYPERATTN_RETURN_IF_ERROR(validate_backward(args, config));
-  HYPERATTN_RETURN_IF_ERROR(cpu::check_magnitudes(AttentionArgs{args.q, args.k, args.v, args.out, args.lse}, config));
-  HYPERATTN_RETURN_IF_ERROR(check_injected(AttentionArgs{args.q, args.k, args.v, args.out, args.lse}, config, injected));
-  return cpu::execute_backward(core::hyper_plan(args.q.seq(), args.k.seq(), config), args, config, injected);
+  return run_backward(args, config, &injected, {});
+}
+
+Status hyper_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config,
+                                const InjectedRandomness& injected, const Workspace& workspace) {
+  HYPERATTN_RETURN_IF_ERROR(check_workspace(workspace));
+  return run_backward(args, config, &injected, workspace);
 }
 
 Status lsh_blocks(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness& injected,
@@ -40,18 +129,6 @@ Status lsh_blocks(const AttentionArgs& args, const AttentionConfig& config, cons
   c.causal = false;
   HYPERATTN_RETURN_IF_ERROR(check_injected(args, c, {injected.projections, nullptr}));
   return cpu::sorted_blocks(args, c, injected, query_block, key_block);
-}
-
-Status exact_attention(const AttentionArgs& args, const AttentionConfig& config) {
-  HYPERATTN_RETURN_IF_ERROR(validate(args, config));
-  HYPERATTN_RETURN_IF_ERROR(cpu::check_magnitudes(args, config));
-  return cpu::execute(core::exact_plan(args.q.seq(), args.k.seq(), config), args, config, {});
-}
-
-Status exact_attention_backward(const AttentionGradArgs& args, const AttentionConfig& config) {
-  HYPERATTN_RETURN_IF_ERROR(validate_backward(args, config));
-  HYPERATTN_RETURN_IF_ERROR(cpu::check_magnitudes(AttentionArgs{args.q, args.k, args.v, args.out, args.lse}, config));
-  return cpu::execute_backward(core::exact_plan(args.q.seq(), args.k.seq(), config), args, config, {});
 }
 
 }  // namespace hyperattn

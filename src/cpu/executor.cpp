@@ -11,6 +11,8 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <tuple>
+#include <utility>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -40,27 +42,53 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr std::int64_t kExactRowChunk = 256;  // query rows per work item of an exact part (the kernels' row tile)
 
-// 64-byte aligned float storage for kernel scratch.
-struct AlignedFloats {
-  std::unique_ptr<float, void (*)(float*)> ptr{nullptr, [](float* p) { ::operator delete[](p, std::align_val_t{64}); }};
-  void resize(std::size_t n) {
-    ptr.reset(static_cast<float*>(::operator new[](std::max<std::size_t>(n, 16) * sizeof(float), std::align_val_t{64})));
+// One call's memory, carved in a fixed order out of one block: the caller's workspace or one the
+// call allocates (WorkspaceBuffer). Without a block (base == nullptr) it only counts the bytes, so
+// workspace_size() and the run share one layout (carve_forward, carve_backward). Every piece is
+// 64-byte aligned relative to the block, whose start run_with_workspace aligns to 64 bytes.
+class Arena {
+ public:
+  static constexpr std::size_t kAlign = 64;
+  Arena(std::byte* base, std::size_t bytes) : base_(base), bytes_(bytes) {}
+  // [count] elements of T, uninitialised (nullptr when only counting).
+  template <class T>
+  T* take(std::int64_t count) {
+    used_ = (used_ + kAlign - 1) / kAlign * kAlign;
+    T* p = base_ == nullptr ? nullptr : reinterpret_cast<T*>(base_ + used_);
+    used_ += static_cast<std::size_t>(std::max<std::int64_t>(count, 0)) * sizeof(T);
+    if (base_ != nullptr && used_ > bytes_) throw std::bad_alloc();  // a layout bug: sized before
+    return p;
   }
-  float* get() const { return ptr.get(); }
+  // The same, each element set to `value`.
+  template <class T>
+  T* take_filled(std::int64_t count, T value) {
+    T* p = take<T>(count);
+    if (p != nullptr) std::fill_n(p, count, value);
+    return p;
+  }
+  bool counting() const { return base_ == nullptr; }
+  std::size_t used() const { return used_; }
+
+ private:
+  std::byte* base_;
+  std::size_t bytes_;
+  std::size_t used_ = 0;
 };
 
-// Storage on 2 MiB pages where the system offers them (Linux transparent huge pages in "madvise"
-// mode; otherwise ordinary pages): HyperAttention gathers key and value rows from all over K and V,
-// and with 4 KiB pages nearly every gathered row costs a page walk.
-struct HugeBuffer {
-  static constexpr std::size_t kPage = std::size_t{2} << 20;
+// The workspace of an allocating call: on 2 MiB pages where the system offers them (Linux
+// transparent huge pages in "madvise" mode) when it spans one or more: HyperAttention gathers key
+// and value rows from all over K and V, and with 4 KiB pages nearly every gathered row costs a
+// page walk.
+struct WorkspaceBuffer {
+  static constexpr std::size_t kHugePage = std::size_t{2} << 20;
   std::unique_ptr<std::byte, void (*)(std::byte*)> ptr{nullptr, [](std::byte* p) { std::free(p); }};
   std::byte* allocate(std::size_t bytes) {
-    bytes = (std::max<std::size_t>(bytes, 1) + kPage - 1) / kPage * kPage;
-    auto* p = static_cast<std::byte*>(std::aligned_alloc(kPage, bytes));
+    const std::size_t align = bytes >= kHugePage ? kHugePage : Arena::kAlign;
+    bytes = (std::max<std::size_t>(bytes, 1) + align - 1) / align * align;
+    auto* p = static_cast<std::byte*>(std::aligned_alloc(align, bytes));
     if (p == nullptr) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    (void)madvise(p, bytes, MADV_HUGEPAGE);
+    if (align == kHugePage) (void)madvise(p, bytes, MADV_HUGEPAGE);
 #endif
     ptr.reset(p);
     return p;
@@ -75,7 +103,7 @@ struct Context {
   const cpu::AttentionKernel& kernel;
   // K and V as the kernels read them: the caller's, or a compact copy (compact_keys_and_values).
   TensorView k_rows, v_rows;
-  HugeBuffer kv_copy;
+  std::byte* kv_copy = nullptr;  // [2][batch, heads_kv, n_k, d] when K or V is strided
   int threads;
   float scale;
   std::int64_t batch, heads_q, heads_kv, group, n_q, n_k;
@@ -84,17 +112,18 @@ struct Context {
   // Accumulated output: fp32 rows; either the caller's f32 out or our buffer.
   float* acc = nullptr;
   std::int64_t acc_stride[3] = {0, 0, 0};
-  std::vector<float> acc_storage;  // [batch, heads_q, n_q, d] when out is not f32
-  std::vector<float> lse;          // [batch, heads_q, n_q]
-  // LSH state (only when some part is approximated).
+  float* lse = nullptr;  // [batch, heads_q, n_q] (forward)
+  // LSH state (only when some part is approximated). The workspace holds everything that grows
+  // with the sequence; the hyperplanes (heads_kv x d x lsh_bits) stay on the heap.
   std::vector<float> proj;            // [batch, heads_kv, d, lsh_bits]
-  std::vector<std::uint32_t> q_bucket;  // [batch, heads_q, n_q]
-  std::vector<std::uint32_t> k_bucket;  // [batch, heads_kv, n_k]
-  std::vector<std::int32_t> q_perm;   // [batch, heads_q, n_q], per part: sorted absolute rows
-  std::vector<std::int32_t> k_perm;   // [batch, heads_kv, n_k], per part: sorted absolute keys
-  std::vector<std::int32_t> k_rank;   // [batch, heads_kv, n_k], per part: sorted index of each key (position_stratified)
-  std::vector<double> v_norm2;        // [batch, heads_kv, n_k] ||v_j||^2 (value_norm sampling)
-  std::vector<double> k_cum;          // [batch, heads_kv, n_k] inclusive prefix of v_norm2 in sorted order, per part
+  std::uint32_t* q_bucket = nullptr;  // [batch, heads_q, n_q]
+  std::uint32_t* k_bucket = nullptr;  // [batch, heads_kv, n_k]
+  std::int32_t* q_perm = nullptr;     // [batch, heads_q, n_q], per part: sorted absolute rows
+  std::int32_t* k_perm = nullptr;     // [batch, heads_kv, n_k], per part: sorted absolute keys
+  std::int32_t* k_rank = nullptr;     // [batch, heads_kv, n_k], per part: sorted index of each key (position_stratified)
+  double* v_norm2 = nullptr;          // [batch, heads_kv, n_k] ||v_j||^2 (value_norm sampling)
+  double* k_cum = nullptr;            // [batch, heads_kv, n_k] inclusive prefix of v_norm2 in sorted order, per part
+  std::int64_t* sort_counts = nullptr;  // [threads][2^lsh_bits + 1] counting-sort histograms
   // Progress.
   std::mutex progress_mutex;
   std::int64_t done = 0, total = 0;
@@ -118,7 +147,7 @@ struct Context {
     return static_cast<const std::byte*>(t.data) + (b * t.stride[0] + h * t.stride[1]) * static_cast<std::int64_t>(esize);
   }
   float* acc_head(std::int64_t b, std::int64_t h) const { return acc + b * acc_stride[0] + h * acc_stride[1]; }
-  float* lse_head(std::int64_t b, std::int64_t h) { return lse.data() + (b * heads_q + h) * n_q; }
+  float* lse_head(std::int64_t b, std::int64_t h) { return lse + (b * heads_q + h) * n_q; }
 
   void report(std::int64_t units) {
     if (config.progress == nullptr) return;
@@ -139,8 +168,6 @@ std::int64_t block_count(const Part& p, const AttentionConfig& c) {
 // Hashes every query and key row (one pass: projection, sign bits, bucket).
 void hash_all(Context& ctx) {
   const int r = ctx.config.lsh_bits;
-  ctx.q_bucket.resize(static_cast<std::size_t>(ctx.batch * ctx.heads_q * ctx.n_q));
-  ctx.k_bucket.resize(static_cast<std::size_t>(ctx.batch * ctx.heads_kv * ctx.n_k));
   constexpr std::int64_t kRows = 1024;
   const std::int64_t q_chunks = (ctx.n_q + kRows - 1) / kRows, k_chunks = (ctx.n_k + kRows - 1) / kRows;
   const std::int64_t q_items = ctx.batch * ctx.heads_q * q_chunks;
@@ -159,7 +186,7 @@ void hash_all(Context& ctx) {
     const std::int64_t hkv = is_q ? h / ctx.group : h;
     const TensorView& t = is_q ? ctx.args.q : ctx.args.k;
     const std::int64_t n = is_q ? ctx.n_q : ctx.n_k;
-    std::uint32_t* out = (is_q ? ctx.q_bucket.data() : ctx.k_bucket.data()) + bh * n;
+    std::uint32_t* out = (is_q ? ctx.q_bucket : ctx.k_bucket) + bh * n;
     const std::int64_t i0 = chunk * kRows, i1 = std::min(n, (chunk + 1) * kRows);
     const std::byte* rows = ctx.head_ptr(t, b, h) + i0 * t.stride[2] * static_cast<std::int64_t>(ctx.esize);
     lsh::sign_bits_rows(simd_level(), rows, t.dtype == DType::bf16, t.stride[2], i1 - i0,
@@ -167,8 +194,6 @@ void hash_all(Context& ctx) {
     for (std::int64_t i = i0; i < i1; ++i) out[i] = lsh::bucket_of(out[i], ctx.config.bucket_order);
   });
   if (ctx.config.sampling == Sampling::value_norm) {
-    ctx.v_norm2.resize(ctx.k_bucket.size());
-    ctx.k_cum.resize(ctx.k_bucket.size());
     cpu::parallel_for(ctx.batch * ctx.heads_kv, ctx.threads, [&](std::int64_t bh, int) {
       const std::byte* base = ctx.head_ptr(ctx.args.v, bh / ctx.heads_kv, bh % ctx.heads_kv);
       for (std::int64_t j = 0; j < ctx.n_k; ++j) {
@@ -195,8 +220,7 @@ void sort_phase(Context& ctx, const Phase& phase) {
   const std::int64_t np = static_cast<std::int64_t>(parts.size());
   const std::int64_t q_items = ctx.batch * ctx.heads_q * np;
   const std::int64_t items = q_items + ctx.batch * ctx.heads_kv * np;
-  std::vector<std::vector<std::int64_t>> counts(static_cast<std::size_t>(ctx.threads),
-                                                std::vector<std::int64_t>((std::size_t{1} << r) + 1));
+  const std::int64_t histogram = (std::int64_t{1} << r) + 1;
   cpu::parallel_for(items, ctx.threads, [&](std::int64_t item, int thread) {
     const bool is_q = item < q_items;
     const std::int64_t local = is_q ? item : item - q_items;
@@ -204,9 +228,9 @@ void sort_phase(Context& ctx, const Phase& phase) {
     const std::int64_t bh = local / np;
     const std::int64_t n = is_q ? ctx.n_q : ctx.n_k;
     const std::int64_t lo = is_q ? p.q0 : p.k0 + p.sinks, hi = is_q ? p.q1 : p.k1;
-    const std::uint32_t* bucket = (is_q ? ctx.q_bucket.data() : ctx.k_bucket.data()) + bh * n;
-    std::int32_t* perm = (is_q ? ctx.q_perm.data() : ctx.k_perm.data()) + bh * n;
-    lsh::counting_sort(bucket + lo, hi - lo, r, static_cast<std::int32_t>(lo), perm + lo, counts[static_cast<std::size_t>(thread)].data());
+    const std::uint32_t* bucket = (is_q ? ctx.q_bucket : ctx.k_bucket) + bh * n;
+    std::int32_t* perm = (is_q ? ctx.q_perm : ctx.k_perm) + bh * n;
+    lsh::counting_sort(bucket + lo, hi - lo, r, static_cast<std::int32_t>(lo), perm + lo, ctx.sort_counts + thread * histogram);
     if (!is_q && ctx.config.sampling == Sampling::position_stratified)
       for (std::int64_t i = lo; i < hi; ++i) ctx.k_rank[static_cast<std::size_t>(bh * n + perm[i])] = static_cast<std::int32_t>(i - lo);
     if (!is_q && ctx.config.sampling == Sampling::value_norm) {
@@ -229,24 +253,27 @@ struct Item {
   double cost;
 };
 
+// One thread's buffers, sized for every phase of the plan (ScratchExtent, carved by carve_scratch).
 struct ThreadScratch {
-  AlignedFloats kernel;
-  std::vector<std::int32_t> keys;  // [block + samples] absolute key rows
-  std::vector<float> bias;         // [block + samples]
+  float* kernel = nullptr;       // the kernel's scratch_floats (backward: backward_scratch_floats)
+  std::int32_t* keys = nullptr;  // [extent.keys] absolute key rows
+  float* bias = nullptr;         // [extent.keys]
   // The current tile and the next one (prepared ahead so the kernel can prefetch its rows), with
   // their key lists: each gathered list is swapped out of keys/bias into its tile's slot.
   cpu::DenseAttentionTile tile[2];
-  std::vector<std::int32_t> slot_keys[2];
-  std::vector<float> slot_bias[2];
+  std::int32_t* slot_keys[2] = {nullptr, nullptr};  // [extent.keys]
+  float* slot_bias[2] = {nullptr, nullptr};         // [extent.keys]
   int slot = 0;                // tile[slot] holds item `prepared`
   std::int64_t prepared = -1;  // in the current phase, or -1
   // Parts with a local window: a block's rows outside every window, its row windows, and its keys
   // followed by the window's (or one windowed row's keys).
-  std::vector<std::int32_t> rows;        // [rows of a block]
-  std::vector<std::int32_t> row_window;  // [rows of a block][2]
-  std::vector<std::int32_t> row_keys;    // [block + samples + window span]
-  std::vector<float> row_bias;           // [block + samples + window span]
-  std::vector<float> dq;                 // backward: [rows of a block][head_dim]
+  std::int32_t* rows = nullptr;        // [extent.rows]
+  std::int32_t* row_window = nullptr;  // [extent.rows][2]
+  std::int32_t* row_keys = nullptr;    // [extent.keys + extent.window]
+  float* row_bias = nullptr;           // [extent.keys + extent.window]
+  // Backward only.
+  float* dq = nullptr;                       // [kBackwardRowChunk][head_dim]
+  float* k_loc = nullptr, *v_loc = nullptr;  // [kBackwardKeyChunk][head_dim] each
 };
 
 // Fills keys/bias for approximated block `beta` of part p: the sinks, the block's keys, then the
@@ -260,9 +287,9 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   const key_selection::BlockRange range = key_selection::block_range(nk, c.block_size, beta);
   const std::int64_t start = range.start, blk = range.size, outside = range.outside;
   const std::int64_t m = key_selection::sample_count(c.sampling, c.sample_size, p.sinks, nk, range);
-  const std::int32_t* kperm = ctx.k_perm.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;
-  std::int32_t* keys = s.keys.data();
-  float* biases = s.bias.data();
+  const std::int32_t* kperm = ctx.k_perm + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;
+  std::int32_t* keys = s.keys;
+  float* biases = s.bias;
   for (std::int64_t i = 0; i < p.sinks; ++i) {
     *keys++ = static_cast<std::int32_t>(p.k0 + i);
     *biases++ = 0.0f;
@@ -308,7 +335,7 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     // One draw from each of m equal strata of the hashed keys in position order, weighted by its
     // stratum's size; a draw that lands in the query block's own keys contributes nothing (its
     // bias is -inf), so the estimate of the sums outside the block stays unbiased.
-    const std::int32_t* rank = ctx.k_rank.data() + (b * ctx.heads_kv + hkv) * ctx.n_k;
+    const std::int32_t* rank = ctx.k_rank + (b * ctx.heads_kv + hkv) * ctx.n_k;
     for (std::int64_t i = 0; i < m; ++i) {
       const key_selection::Stratum st = key_selection::stratum(i, nk, m);
       const std::int64_t size = st.size;
@@ -332,8 +359,8 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   // value_norm: a defensive mixture p_j = 1/2 * ||v_j||^2 / W + 1/2 * 1/outside over the keys
   // outside the block (W their total squared norm), so every key keeps a positive probability and
   // both the numerator and the denominator stay unbiased; bias = log(1 / (m p_j)).
-  const double* cum = ctx.k_cum.data() + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;  // inclusive, sorted order
-  const double* norm2 = ctx.v_norm2.data() + (b * ctx.heads_kv + hkv) * ctx.n_k;
+  const double* cum = ctx.k_cum + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;  // inclusive, sorted order
+  const double* norm2 = ctx.v_norm2 + (b * ctx.heads_kv + hkv) * ctx.n_k;
   const double before = start > 0 ? cum[start - 1] : 0.0;
   const double inside = cum[start + blk - 1] - before;
   // The mass outside the block as the sum of its two sides, not total - inside (which cancels
@@ -390,7 +417,7 @@ cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, 
   cpu::DenseAttentionTile t;
   set_operands(t, ctx, b, hq);
   t.head_dim_v = ctx.d;
-  t.scratch = s.kernel.get();
+  t.scratch = s.kernel;
   t.out = ctx.acc_head(b, hq);
   t.out_row_stride = ctx.acc_stride[2];
   t.lse = ctx.lse_head(b, hq);
@@ -414,12 +441,12 @@ cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, 
   const std::int64_t lo = it.unit * nq / blocks, hi = (it.unit + 1) * nq / blocks;
   t.rows = hi - lo;
   if (t.rows == 0) return t;
-  const std::int32_t* qperm = ctx.q_perm.data() + (b * ctx.heads_q + hq) * ctx.n_q + p.q0;
+  const std::int32_t* qperm = ctx.q_perm + (b * ctx.heads_q + hq) * ctx.n_q + p.q0;
   t.keys = gather_block_keys(ctx, p, b, hq, it.unit, s);
   std::swap(s.keys, s.slot_keys[slot]);
   std::swap(s.bias, s.slot_bias[slot]);
-  t.k_index = s.slot_keys[slot].data();
-  t.key_bias = s.slot_bias[slot].data();
+  t.k_index = s.slot_keys[slot];
+  t.key_bias = s.slot_bias[slot];
   t.q_index = qperm + lo;
   t.out_index = t.q_index;
   return t;
@@ -471,8 +498,8 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
   if (ctx.kernel.compact_windows != nullptr) {
     std::int64_t u0, u1;
     window_span(p, &u0, &u1);
-    std::int32_t* keys = s.row_keys.data();  // [t.keys + (u1 - u0)]
-    float* bias = s.row_bias.data();
+    std::int32_t* keys = s.row_keys;  // [t.keys + (u1 - u0)]
+    float* bias = s.row_bias;
     std::copy(t.k_index, t.k_index + t.keys, keys);
     std::copy(t.key_bias, t.key_bias + t.keys, bias);
     append_window_keys(keys + t.keys, bias + t.keys, u0, u1);
@@ -480,7 +507,7 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     u.k_index = keys;
     u.key_bias = bias;
     u.keys = t.keys + (u1 - u0);
-    u.row_window = s.row_window.data();
+    u.row_window = s.row_window;
     u.window_from = t.keys;
     if (ctx.kernel.compact_windows(u)) {
       ctx.kernel.dense(u);
@@ -489,7 +516,7 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
   }
   if (plain > 0) {
     cpu::DenseAttentionTile u = t;
-    u.q_index = s.rows.data();
+    u.q_index = s.rows;
     u.out_index = u.q_index;
     u.rows = plain;
     ctx.kernel.dense(u);
@@ -498,8 +525,8 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     std::int64_t w0, w1;
     window_of(p, t.q_index[r], &w0, &w1);
     if (w0 >= w1) continue;  // done with the plain rows
-    std::int32_t* keys = s.row_keys.data();  // [t.keys + (w1 - w0)]
-    float* bias = s.row_bias.data();         // [t.keys + (w1 - w0)]
+    std::int32_t* keys = s.row_keys;  // [t.keys + (w1 - w0)]
+    float* bias = s.row_bias;         // [t.keys + (w1 - w0)]
     for (std::int64_t j = 0; j < t.keys; ++j) {
       keys[j] = t.k_index[j];
       bias[j] = keys[j] >= w0 && keys[j] < w1 ? kNegInf : t.key_bias[j];
@@ -518,21 +545,21 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
 }
 
 // Runs item i, preparing item `next` (if any) first so the kernel can prefetch its rows.
-void run_item(Context& ctx, const Phase& phase, bool merge, const std::vector<Item>& items, std::int64_t i,
+void run_item(Context& ctx, const Phase& phase, bool merge, const Item* items, std::int64_t i,
               std::int64_t next, ThreadScratch& s) {
   if (s.prepared != i) {
-    s.tile[s.slot] = make_tile(ctx, phase, merge, items[static_cast<std::size_t>(i)], s, s.slot);
+    s.tile[s.slot] = make_tile(ctx, phase, merge, items[i], s, s.slot);
     s.prepared = i;
   }
   cpu::DenseAttentionTile& t = s.tile[s.slot];
   t.next = nullptr;
   if (next >= 0) {
     const int other = s.slot ^ 1;
-    s.tile[other] = make_tile(ctx, phase, merge, items[static_cast<std::size_t>(next)], s, other);
+    s.tile[other] = make_tile(ctx, phase, merge, items[next], s, other);
     if (s.tile[other].rows > 0) t.next = &s.tile[other];
   }
   if (t.rows > 0) {
-    const Part& p = phase.parts[static_cast<std::size_t>(items[static_cast<std::size_t>(i)].part)];
+    const Part& p = phase.parts[static_cast<std::size_t>(items[i].part)];
     if (p.approximate && p.window > 0)
       run_windowed_block(ctx, p, t, s);
     else
@@ -546,29 +573,28 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const std::vector<It
   }
 }
 
-void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadScratch>& scratch) {
+// Work units of a part: its sorted blocks (approximated) or its chunks of kExactRowChunk rows.
+std::int64_t units_of(const Part& p, const AttentionConfig& c) {
+  return p.approximate ? block_count(p, c) : (p.q1 - p.q0 + kExactRowChunk - 1) / kExactRowChunk;
+}
+
+// The work items of a phase: one per (part, batch, query head, unit).
+std::int64_t phase_items(const Context& ctx, const Phase& phase) {
+  std::int64_t n = 0;
+  for (const Part& p : phase.parts) n += ctx.batch * ctx.heads_q * units_of(p, ctx.config);
+  return n;
+}
+
+// Runs a phase: `items` holds phase_items() entries, `scratch` one ThreadScratch per thread.
+void run_phase(Context& ctx, const Phase& phase, bool merge, ThreadScratch* scratch, Item* items) {
   sort_phase(ctx, phase);
-  std::vector<Item> items;
-  std::int64_t max_keys = 1, max_rows = 1, max_window = 0;
+  std::int64_t n_items = 0;
   for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
     const Part& p = phase.parts[pi];
-    std::int64_t units;
-    double unit_cost;
-    if (p.approximate) {
-      units = block_count(p, ctx.config);
-      max_keys = std::max(max_keys, ctx.config.block_size + std::max(p.sinks, ctx.config.sample_size));
-      max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
-      if (p.window > 0) {
-        std::int64_t w0, w1;
-        window_span(p, &w0, &w1);
-        max_window = std::max(max_window, std::max<std::int64_t>(w1 - w0, 1));
-      }
-      unit_cost = static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
-                  static_cast<double>(ctx.config.block_size + ctx.config.sample_size);
-    } else {
-      units = (p.q1 - p.q0 + kExactRowChunk - 1) / kExactRowChunk;
-      unit_cost = static_cast<double>(kExactRowChunk) * static_cast<double>(p.k1 - p.k0);
-    }
+    const std::int64_t units = units_of(p, ctx.config);
+    const double unit_cost = p.approximate ? static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
+                                                 static_cast<double>(ctx.config.block_size + ctx.config.sample_size)
+                                           : static_cast<double>(kExactRowChunk) * static_cast<double>(p.k1 - p.k0);
     for (std::int64_t b = 0; b < ctx.batch; ++b)
       for (std::int64_t h = 0; h < ctx.heads_q; ++h)
         for (std::int64_t u = 0; u < units; ++u) {
@@ -576,39 +602,25 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, std::vector<ThreadS
           if (!p.approximate && p.causal_diagonal != cpu::kNoCausalMask)  // causal chunks grow along the rows
             cost = static_cast<double>(kExactRowChunk) * static_cast<double>(std::clamp<std::int64_t>(
                 (u + 1) * kExactRowChunk + p.causal_diagonal, 1, p.k1 - p.k0));
-          items.push_back({static_cast<std::int32_t>(pi), static_cast<std::int32_t>(h), b, u, cost});
+          items[n_items++] = {static_cast<std::int32_t>(pi), static_cast<std::int32_t>(h), b, u, cost};
         }
   }
-  // Most expensive first: the atomic counter then balances the tail (longest-processing-time).
-  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
-  for (ThreadScratch& s : scratch) {
-    s.keys.resize(static_cast<std::size_t>(max_keys));
-    s.bias.resize(static_cast<std::size_t>(max_keys));
-    for (int k = 0; k < 2; ++k) {
-      s.slot_keys[k].resize(static_cast<std::size_t>(max_keys));
-      s.slot_bias[k].resize(static_cast<std::size_t>(max_keys));
-    }
-    s.prepared = -1;
-    if (max_window > 0) {
-      s.rows.resize(static_cast<std::size_t>(max_rows));
-      s.row_window.resize(static_cast<std::size_t>(2 * max_rows));
-      s.row_keys.resize(static_cast<std::size_t>(max_keys + max_window));
-      s.row_bias.resize(static_cast<std::size_t>(max_keys + max_window));
-    }
-  }
-  cpu::parallel_for_lookahead(static_cast<std::int64_t>(items.size()), ctx.threads,
-                              [&](std::int64_t i, std::int64_t next, int thread) {
-                                run_item(ctx, phase, merge, items, i, next, scratch[static_cast<std::size_t>(thread)]);
-                                ctx.report(1);
-                              });
+  // Most expensive first, equal costs in creation order (part, batch, head, unit; a stable sort
+  // without its buffer): the atomic counter then balances the tail (longest-processing-time).
+  std::sort(items, items + n_items, [](const Item& x, const Item& y) {
+    if (x.cost != y.cost) return x.cost > y.cost;
+    return std::tie(x.part, x.batch, x.head, x.unit) < std::tie(y.part, y.batch, y.head, y.unit);
+  });
+  for (int t = 0; t < ctx.threads; ++t) scratch[t].prepared = -1;
+  cpu::parallel_for_lookahead(n_items, ctx.threads, [&](std::int64_t i, std::int64_t next, int thread) {
+    run_item(ctx, phase, merge, items, i, next, scratch[thread]);
+    ctx.report(1);
+  });
 }
 
 std::int64_t count_items(const Context& ctx, const Plan& plan) {
   std::int64_t n = 0;
-  for (const Phase& ph : plan.phases)
-    for (const Part& p : ph.parts)
-      n += ctx.batch * ctx.heads_q *
-           (p.approximate ? block_count(p, ctx.config) : (p.q1 - p.q0 + kExactRowChunk - 1) / kExactRowChunk);
+  for (const Phase& ph : plan.phases) n += phase_items(ctx, ph);
   return n;
 }
 
@@ -624,15 +636,20 @@ bool any_approximate(const Plan& plan) {
 // gather them from all over K and V, and exact ones stream every row once per row tile, each row
 // on another 4 KiB page at a 2.5 KiB stride (the model's fused QKV), past what the TLBs and the
 // hardware prefetchers follow. The kernels then read a compact copy, [batch, heads_kv, seq_kv,
-// head_dim] on huge pages, made once per call (same values, so same results).
+// head_dim] in the workspace, made once per call (same values, so same results).
+bool needs_compact_copy(const Context& ctx) { return ctx.args.k.stride[2] != ctx.d || ctx.args.v.stride[2] != ctx.d; }
+std::int64_t compact_copy_bytes(const Context& ctx) {
+  return 2 * ctx.batch * ctx.heads_kv * ctx.n_k * ctx.d * static_cast<std::int64_t>(ctx.esize);
+}
+
 void compact_keys_and_values(Context& ctx) {
   const TensorView& k = ctx.args.k;
   const TensorView& v = ctx.args.v;
-  if (k.stride[2] == ctx.d && v.stride[2] == ctx.d) return;
+  if (!needs_compact_copy(ctx)) return;
   const std::int64_t per_head = ctx.n_k * ctx.d;
   const std::int64_t heads = ctx.batch * ctx.heads_kv;
   const std::int64_t es = static_cast<std::int64_t>(ctx.esize);
-  std::byte* base = ctx.kv_copy.allocate(static_cast<std::size_t>(2 * heads * per_head * es));
+  std::byte* base = ctx.kv_copy;  // [compact_copy_bytes]
   std::byte* k_base = base;
   std::byte* v_base = base + heads * per_head * es;
   constexpr std::int64_t kRows = 1024;
@@ -654,91 +671,6 @@ void compact_keys_and_values(Context& ctx) {
 void prepare_lsh(Context& ctx) {
   ctx.proj = projections(ctx.args, ctx.config, ctx.injected);
   hash_all(ctx);
-  ctx.q_perm.resize(ctx.q_bucket.size());
-  ctx.k_perm.resize(ctx.k_bucket.size());
-  if (ctx.config.sampling == Sampling::position_stratified) ctx.k_rank.resize(ctx.k_bucket.size());
-}
-
-}  // namespace
-
-Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfig& config,
-               const InjectedRandomness& injected) {
-  try {
-    Context ctx(args, config, injected);
-    if (args.out.dtype == DType::f32) {
-      ctx.acc = static_cast<float*>(args.out.data);
-      for (int i = 0; i < 3; ++i) ctx.acc_stride[i] = args.out.stride[i];
-    } else {
-      ctx.acc_storage.assign(static_cast<std::size_t>(ctx.batch * ctx.heads_q * ctx.n_q * ctx.d), 0.0f);
-      ctx.acc = ctx.acc_storage.data();
-      ctx.acc_stride[0] = ctx.heads_q * ctx.n_q * ctx.d;
-      ctx.acc_stride[1] = ctx.n_q * ctx.d;
-      ctx.acc_stride[2] = ctx.d;
-    }
-    ctx.lse.assign(static_cast<std::size_t>(ctx.batch * ctx.heads_q * ctx.n_q), kNegInf);
-    // Rows that see no key: O = 0, LSE = -inf (stays so through every merge).
-    if (!plan.empty_rows.empty()) {
-      for (std::int64_t b = 0; b < ctx.batch; ++b)
-        for (std::int64_t h = 0; h < ctx.heads_q; ++h)
-          for (std::int64_t r = plan.empty_rows[0]; r < plan.empty_rows[1]; ++r)
-            std::fill_n(ctx.acc_head(b, h) + r * ctx.acc_stride[2], ctx.d, 0.0f);
-    }
-    if (any_approximate(plan)) prepare_lsh(ctx);
-    compact_keys_and_values(ctx);
-    ctx.total = count_items(ctx, plan);
-    std::vector<ThreadScratch> scratch(static_cast<std::size_t>(ctx.threads));
-    const std::size_t kernel_floats = ctx.kernel.scratch_floats(ctx.d, ctx.d);
-    for (ThreadScratch& s : scratch) s.kernel.resize(kernel_floats);
-    for (std::size_t i = 0; i < plan.phases.size(); ++i) run_phase(ctx, plan.phases[i], i > 0, scratch);
-
-    // Outputs in the caller's dtype and layout.
-    if (args.out.dtype == DType::bf16) {
-      cpu::parallel_for(ctx.batch * ctx.heads_q, ctx.threads, [&](std::int64_t bh, int) {
-        const std::int64_t b = bh / ctx.heads_q, h = bh % ctx.heads_q;
-        const float* src = ctx.acc_head(b, h);
-        auto* dst = static_cast<std::uint16_t*>(args.out.data) + b * args.out.stride[0] + h * args.out.stride[1];
-        for (std::int64_t r = 0; r < ctx.n_q; ++r)
-          for (int c = 0; c < ctx.d; ++c) dst[r * args.out.stride[2] + c] = f32_to_bf16_bits(src[r * ctx.d + c]);
-      });
-    }
-    if (args.lse.data != nullptr) {
-      for (std::int64_t b = 0; b < ctx.batch; ++b)
-        for (std::int64_t h = 0; h < ctx.heads_q; ++h)
-          for (std::int64_t r = 0; r < ctx.n_q; ++r)
-            args.lse.data[b * args.lse.stride[0] + h * args.lse.stride[1] + r * args.lse.stride[2]] = ctx.lse_head(b, h)[r];
-    }
-    if (config.progress != nullptr && ctx.total == 0) config.progress(config.progress_context, 0, 0);
-  } catch (const std::bad_alloc&) {
-    return Status::OutOfMemory("hyperattn: could not allocate the workspace for this problem");
-  }
-  return Status::Ok();
-}
-
-Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
-                     const InjectedRandomness& injected, std::int32_t* query_block, std::int32_t* key_block) {
-  try {
-    Context ctx(args, config, injected);
-    prepare_lsh(ctx);
-    Phase phase;
-    phase.parts.push_back({0, ctx.n_q, 0, ctx.n_k, cpu::kNoCausalMask, true, 0, sinks_of(0, ctx.n_k, config)});
-    sort_phase(ctx, phase);
-    const Part& p = phase.parts[0];
-    const std::int64_t blocks = block_count(p, config);
-    // Sinks covering every key leave no block: each query then has block -1 (the sinks only).
-    std::fill(query_block, query_block + ctx.batch * ctx.heads_q * ctx.n_q, -1);
-    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_q; ++bh)
-      for (std::int64_t beta = 0; beta < blocks; ++beta)
-        for (std::int64_t i = beta * ctx.n_q / blocks; i < (beta + 1) * ctx.n_q / blocks; ++i)
-          query_block[bh * ctx.n_q + ctx.q_perm[static_cast<std::size_t>(bh * ctx.n_q + i)]] = static_cast<std::int32_t>(beta);
-    for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh) {
-      for (std::int64_t i = 0; i < p.sinks; ++i) key_block[bh * ctx.n_k + i] = -1;  // sinks: attended by every block
-      for (std::int64_t i = p.sinks; i < ctx.n_k; ++i)
-        key_block[bh * ctx.n_k + ctx.k_perm[static_cast<std::size_t>(bh * ctx.n_k + i)]] = static_cast<std::int32_t>((i - p.sinks) / config.block_size);
-    }
-  } catch (const std::bad_alloc&) {
-    return Status::OutOfMemory("hyperattn: could not allocate the workspace for lsh_blocks");
-  }
-  return Status::Ok();
 }
 
 
@@ -754,7 +686,6 @@ Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
 //                       dK/dV contributions of its key list into its slot of a buffer; the slots are
 //                       then added in item order, per key-value head.
 // ---------------------------------------------------------------------------------------------
-namespace {
 
 constexpr std::int64_t kBackwardKeyChunk = 128;  // keys per dK/dV item of an exact part
 constexpr std::int64_t kBackwardRowChunk = 512;  // rows per dQ item of an exact part
@@ -764,7 +695,7 @@ constexpr float kPosInf = std::numeric_limits<float>::infinity();
 struct GradAccumulator {
   float* data = nullptr;
   std::int64_t stride[3] = {0, 0, 0};
-  std::vector<float> storage;
+  float* storage = nullptr;  // [batch, heads, seq, d] when the view is not f32 (carve_backward)
   const TensorView* view = nullptr;
 
   void bind(const TensorView& v, int threads) {
@@ -777,8 +708,8 @@ struct GradAccumulator {
         for (std::int64_t r = 0; r < v.shape[2]; ++r) std::fill_n(head + r * stride[2], v.shape[3], 0.0f);
       });
     } else {
-      storage.assign(static_cast<std::size_t>(v.numel()), 0.0f);
-      data = storage.data();
+      std::fill_n(storage, v.numel(), 0.0f);
+      data = storage;
       stride[0] = v.shape[1] * v.shape[2] * v.shape[3];
       stride[1] = v.shape[2] * v.shape[3];
       stride[2] = v.shape[3];
@@ -799,31 +730,67 @@ struct GradAccumulator {
   }
 };
 
+// A chunk of keys of one key-value head of an exact part (backward_exact_parts).
+struct KeyChunk {
+  std::int32_t part;
+  std::int64_t bh;  // b * heads_kv + hkv
+  std::int64_t lo;  // first key, relative to the part's k0
+  std::int64_t index;
+  std::int64_t counters;  // the part's first row-block counter of this (b, hkv)'s first query head
+};
+
+// An approximated block of one query head of a key-value head's group (backward_approximated_parts).
+struct BlockItem {
+  std::int32_t part;
+  std::int32_t block;
+  std::int64_t hq;  // query head within the group
+};
+
+// What one phase of the backward holds at once; the workspace holds it for the largest phase.
+struct BackwardPhaseSize {
+  std::int64_t chunks = 0;       // KeyChunks of its exact parts
+  std::int64_t counters = 0;     // dQ row-block counters of its exact parts
+  std::int64_t block_items = 0;  // BlockItems of one key-value head, its approximated parts
+};
+
+BackwardPhaseSize backward_phase_size(const Context& ctx, const Phase& phase) {
+  BackwardPhaseSize z;
+  for (const Part& p : phase.parts) {
+    if (p.approximate) {
+      z.block_items += ctx.group * block_count(p, ctx.config);
+    } else {
+      const std::int64_t row_blocks = (p.q1 - p.q0 + kBackwardRowChunk - 1) / kBackwardRowChunk;
+      const std::int64_t key_chunks = (p.k1 - p.k0 + kBackwardKeyChunk - 1) / kBackwardKeyChunk;
+      z.chunks += ctx.batch * ctx.heads_kv * key_chunks;
+      z.counters += ctx.batch * ctx.heads_kv * ctx.group * row_blocks;
+    }
+  }
+  return z;
+}
+
 struct GradContext {
   Context& ctx;
   const AttentionGradArgs& g;
   GradAccumulator dq, dk, dv;
-  std::vector<float> lse, delta;  // [batch, heads_q, n_q]: +inf for rows that saw nothing; <dO, O> - dLSE
-  std::vector<float> dout_copy;   // [batch, heads_q, n_q, d] when d_out is bf16
+  float* lse = nullptr;    // [batch, heads_q, n_q]: +inf for rows that saw nothing
+  float* delta = nullptr;  // [batch, heads_q, n_q]: <dO, O> - dLSE
+  float* dout_copy = nullptr;  // [batch, heads_q, n_q, d] when d_out is bf16
   std::int64_t dout_stride[3] = {0, 0, 0};
   const float* dout = nullptr;
-  // The approximated parts' dK/dV contributions [item][slot][dk | dv][d], kept across phases (each
-  // item writes its own slots before adding into them, so the buffer is never cleared).
-  std::unique_ptr<float[]> contrib;
-  std::size_t contrib_floats = 0;
+  // Per phase (sized for the largest, BackwardPhaseSize):
+  KeyChunk* chunks = nullptr;                 // [chunks]
+  std::atomic<std::int64_t>* added = nullptr;  // [counters]
+  BlockItem* block_items = nullptr;           // [block_items]
+  // The approximated parts' dK/dV contributions [item][slot][dk | dv][d], their keys and counts.
+  std::int64_t slot = 0;  // keys per item at most: ScratchExtent keys + window
+  float* contrib = nullptr;           // [block_items][slot][2][d]
+  std::int32_t* item_keys = nullptr;  // [block_items][slot]
+  std::int64_t* item_count = nullptr;  // [block_items]
 
   GradContext(Context& c, const AttentionGradArgs& ga) : ctx(c), g(ga) {}
-  float* contributions(std::size_t floats) {
-    if (floats > contrib_floats) {
-      contrib.reset();
-      contrib.reset(new float[floats]);
-      contrib_floats = floats;
-    }
-    return contrib.get();
-  }
   const float* dout_head(std::int64_t b, std::int64_t h) const { return dout + b * dout_stride[0] + h * dout_stride[1]; }
-  const float* lse_head(std::int64_t b, std::int64_t h) const { return lse.data() + (b * ctx.heads_q + h) * ctx.n_q; }
-  const float* delta_head(std::int64_t b, std::int64_t h) const { return delta.data() + (b * ctx.heads_q + h) * ctx.n_q; }
+  const float* lse_head(std::int64_t b, std::int64_t h) const { return lse + (b * ctx.heads_q + h) * ctx.n_q; }
+  const float* delta_head(std::int64_t b, std::int64_t h) const { return delta + (b * ctx.heads_q + h) * ctx.n_q; }
 };
 
 float load_element(const TensorView& t, std::int64_t offset) {
@@ -839,20 +806,17 @@ void prepare_gradients(GradContext& gc) {
     gc.dout = static_cast<const float*>(g.d_out.data);
     for (int i = 0; i < 3; ++i) gc.dout_stride[i] = g.d_out.stride[i];
   } else {
-    gc.dout_copy.resize(static_cast<std::size_t>(g.d_out.numel()));
-    gc.dout = gc.dout_copy.data();
+    gc.dout = gc.dout_copy;
     gc.dout_stride[0] = ctx.heads_q * ctx.n_q * d;
     gc.dout_stride[1] = ctx.n_q * d;
     gc.dout_stride[2] = d;
   }
-  gc.lse.resize(static_cast<std::size_t>(ctx.batch * ctx.heads_q * ctx.n_q));
-  gc.delta.resize(gc.lse.size());
   cpu::parallel_for(ctx.batch * ctx.heads_q, ctx.threads, [&](std::int64_t bh, int) {
     const std::int64_t b = bh / ctx.heads_q, h = bh % ctx.heads_q;
     for (std::int64_t r = 0; r < ctx.n_q; ++r) {
       const std::int64_t base_o = b * g.out.stride[0] + h * g.out.stride[1] + r * g.out.stride[2];
       const std::int64_t base_g = b * g.d_out.stride[0] + h * g.d_out.stride[1] + r * g.d_out.stride[2];
-      float* copy = gc.dout_copy.empty() ? nullptr : gc.dout_copy.data() + (bh * ctx.n_q + r) * d;
+      float* copy = gc.dout_copy == nullptr ? nullptr : gc.dout_copy + (bh * ctx.n_q + r) * d;
       double dot = 0.0;  // <dO, O> in double: cancellation here would be amplified by every dS
       for (std::int64_t c = 0; c < d; ++c) {
         const float go = load_element(g.d_out, base_g + c);
@@ -861,8 +825,8 @@ void prepare_gradients(GradContext& gc) {
       }
       const float l = g.lse.data[b * g.lse.stride[0] + h * g.lse.stride[1] + r * g.lse.stride[2]];
       const float dl = g.d_lse.data == nullptr ? 0.0f : g.d_lse.data[b * g.d_lse.stride[0] + h * g.d_lse.stride[1] + r * g.d_lse.stride[2]];
-      gc.lse[static_cast<std::size_t>(bh * ctx.n_q + r)] = l == kNegInf ? kPosInf : l;
-      gc.delta[static_cast<std::size_t>(bh * ctx.n_q + r)] = static_cast<float>(dot - static_cast<double>(dl));
+      gc.lse[bh * ctx.n_q + r] = l == kNegInf ? kPosInf : l;
+      gc.delta[bh * ctx.n_q + r] = static_cast<float>(dot - static_cast<double>(dl));
     }
   });
   gc.dq.bind(g.dq, ctx.threads);
@@ -889,47 +853,38 @@ cpu::BackwardTile backward_tile(const GradContext& gc, std::int64_t b, std::int6
 // is added after the one of the previous key chunk: each row block's counter says how many chunks
 // have added theirs, so dQ sums over the chunks in key order whatever thread runs which chunk.
 // Items start in index order (parallel_for), so the chunk a thread waits for is always running.
-void backward_exact_parts(GradContext& gc, const Phase& phase, std::vector<ThreadScratch>& scratch) {
+void backward_exact_parts(GradContext& gc, const Phase& phase, ThreadScratch* scratch) {
   Context& ctx = gc.ctx;
-  struct Chunk {
-    std::int32_t part;
-    std::int64_t bh;  // b * heads_kv + hkv
-    std::int64_t lo;  // first key, relative to the part's k0
-    std::int64_t index;
-    std::size_t counters;  // the part's first row-block counter of this (b, hkv)'s first query head
-  };
-  std::vector<Chunk> chunks;
-  std::size_t n_counters = 0;
+  KeyChunk* chunks = gc.chunks;  // [backward_phase_size().chunks]
+  std::int64_t n_chunks = 0, n_counters = 0;
   for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
     const Part& p = phase.parts[pi];
     if (p.approximate) continue;
     const std::int64_t row_blocks = (p.q1 - p.q0 + kBackwardRowChunk - 1) / kBackwardRowChunk;
     for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh) {
       for (std::int64_t lo = 0, c = 0; lo < p.k1 - p.k0; lo += kBackwardKeyChunk, ++c)
-        chunks.push_back({static_cast<std::int32_t>(pi), bh, lo, c, n_counters});
-      n_counters += static_cast<std::size_t>(ctx.group * row_blocks);
+        chunks[n_chunks++] = {static_cast<std::int32_t>(pi), bh, lo, c, n_counters};
+      n_counters += ctx.group * row_blocks;
     }
   }
-  if (chunks.empty()) return;
-  std::unique_ptr<std::atomic<std::int64_t>[]> added(new std::atomic<std::int64_t>[n_counters]);
-  for (std::size_t i = 0; i < n_counters; ++i) added[i].store(0, std::memory_order_relaxed);
-  for (ThreadScratch& s : scratch) s.dq.resize(static_cast<std::size_t>(kBackwardRowChunk * ctx.d));
-  cpu::parallel_for(static_cast<std::int64_t>(chunks.size()), ctx.threads, [&](std::int64_t i, int thread) {
-    const Chunk& c = chunks[static_cast<std::size_t>(i)];
+  if (n_chunks == 0) return;
+  std::atomic<std::int64_t>* added = gc.added;  // [n_counters]
+  for (std::int64_t i = 0; i < n_counters; ++i) ::new (added + i) std::atomic<std::int64_t>(0);
+  cpu::parallel_for(n_chunks, ctx.threads, [&](std::int64_t i, int thread) {
+    const KeyChunk& c = chunks[i];
     const Part& p = phase.parts[static_cast<std::size_t>(c.part)];
-    ThreadScratch& s = scratch[static_cast<std::size_t>(thread)];
+    ThreadScratch& s = scratch[thread];
     const std::int64_t b = c.bh / ctx.heads_kv, hkv = c.bh % ctx.heads_kv;
     const std::int64_t keys = std::min(kBackwardKeyChunk, p.k1 - p.k0 - c.lo);
     const std::int64_t row_blocks = (p.q1 - p.q0 + kBackwardRowChunk - 1) / kBackwardRowChunk;
     const bool causal = p.causal_diagonal != cpu::kNoCausalMask;
     // Causal: row q0 + r sees key k0 + lo iff lo <= r + diagonal; earlier rows skip the chunk.
     const std::int64_t first_row = causal ? std::max<std::int64_t>(0, c.lo - p.causal_diagonal) : 0;
-    std::vector<float> k_loc, v_loc;  // only when dk and dv have different row strides
     for (std::int64_t g = 0; g < ctx.group; ++g) {
       const std::int64_t hq = hkv * ctx.group + g;
       for (std::int64_t rb = first_row / kBackwardRowChunk; rb < row_blocks; ++rb) {
         const std::int64_t r0 = p.q0 + rb * kBackwardRowChunk, r1 = std::min(p.q1, r0 + kBackwardRowChunk);
-        cpu::BackwardTile t = backward_tile(gc, b, hq, s.kernel.get());
+        cpu::BackwardTile t = backward_tile(gc, b, hq, s.kernel);
         t.q = static_cast<const std::byte*>(t.q) + r0 * t.q_row_stride * static_cast<std::int64_t>(ctx.esize);
         t.d_out += r0 * t.d_out_row_stride;
         t.lse += r0;
@@ -940,8 +895,8 @@ void backward_exact_parts(GradContext& gc, const Phase& phase, std::vector<Threa
         t.keys = keys;
         // Row r0 + r sees slot j iff lo + j <= (r0 - q0 + r) + diagonal.
         t.causal_diagonal = causal ? p.causal_diagonal + (r0 - p.q0) - c.lo : cpu::kNoCausalMask;
-        std::fill_n(s.dq.data(), t.rows * ctx.d, 0.0f);
-        t.dq = s.dq.data();
+        std::fill_n(s.dq, t.rows * ctx.d, 0.0f);
+        t.dq = s.dq;
         t.dq_row_stride = ctx.d;
         float* dk = gc.dk.head_rows(b, hkv) + (p.k0 + c.lo) * gc.dk.stride[2];
         float* dv = gc.dv.head_rows(b, hkv) + (p.k0 + c.lo) * gc.dv.stride[2];
@@ -950,27 +905,27 @@ void backward_exact_parts(GradContext& gc, const Phase& phase, std::vector<Threa
           t.dv = dv;
           t.dkv_row_stride = gc.dk.stride[2];
           ctx.kernel.backward(t);
-        } else {  // one stride serves both in the kernel: through a local pair
-          k_loc.assign(static_cast<std::size_t>(keys * ctx.d), 0.0f);
-          v_loc.assign(k_loc.size(), 0.0f);
-          t.dk = k_loc.data();
-          t.dv = v_loc.data();
+        } else {  // one stride serves both in the kernel: through the thread's local pair
+          std::fill_n(s.k_loc, keys * ctx.d, 0.0f);
+          std::fill_n(s.v_loc, keys * ctx.d, 0.0f);
+          t.dk = s.k_loc;
+          t.dv = s.v_loc;
           t.dkv_row_stride = ctx.d;
           ctx.kernel.backward(t);
           for (std::int64_t j = 0; j < keys; ++j)
             for (int e = 0; e < ctx.d; ++e) {
-              dk[j * gc.dk.stride[2] + e] += k_loc[static_cast<std::size_t>(j * ctx.d + e)];
-              dv[j * gc.dv.stride[2] + e] += v_loc[static_cast<std::size_t>(j * ctx.d + e)];
+              dk[j * gc.dk.stride[2] + e] += s.k_loc[j * ctx.d + e];
+              dv[j * gc.dv.stride[2] + e] += s.v_loc[j * ctx.d + e];
             }
         }
         // dQ of the row block, after the previous chunk's (every chunk before this one sees the
         // rows this one sees: they hold earlier keys).
-        std::atomic<std::int64_t>& turn = added[c.counters + static_cast<std::size_t>(g * row_blocks + rb)];
+        std::atomic<std::int64_t>& turn = added[c.counters + g * row_blocks + rb];
         for (std::int64_t seen = turn.load(std::memory_order_acquire); seen != c.index; seen = turn.load(std::memory_order_acquire))
           turn.wait(seen, std::memory_order_acquire);
         float* dq = gc.dq.head_rows(b, hq) + r0 * gc.dq.stride[2];
         for (std::int64_t r = 0; r < t.rows; ++r)
-          for (int e = 0; e < ctx.d; ++e) dq[r * gc.dq.stride[2] + e] += s.dq[static_cast<std::size_t>(r * ctx.d + e)];
+          for (int e = 0; e < ctx.d; ++e) dq[r * gc.dq.stride[2] + e] += s.dq[r * ctx.d + e];
         turn.store(c.index + 1, std::memory_order_release);
         turn.notify_all();
       }
@@ -979,70 +934,43 @@ void backward_exact_parts(GradContext& gc, const Phase& phase, std::vector<Threa
 }
 
 // The approximated parts of a phase, one key-value head at a time (bounds the contribution buffer).
-void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vector<ThreadScratch>& scratch) {
+void backward_approximated_parts(GradContext& gc, const Phase& phase, ThreadScratch* scratch) {
   Context& ctx = gc.ctx;
   const AttentionConfig& cfg = ctx.config;
-  std::vector<std::int32_t> parts;
-  std::int64_t max_window = 0, max_rows = 1, blocks_per_head = 0;
+  // Items of one key-value head, in canonical order: (part, query head of the group, block).
+  BlockItem* items = gc.block_items;  // [backward_phase_size().block_items]
+  std::int64_t n_items = 0;
   for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
     const Part& p = phase.parts[pi];
     if (!p.approximate) continue;
-    parts.push_back(static_cast<std::int32_t>(pi));
-    const std::int64_t units = block_count(p, cfg);
-    blocks_per_head += units;
-    max_rows = std::max(max_rows, (p.q1 - p.q0 + units - 1) / units + 1);
-    if (p.window > 0) {
-      std::int64_t w0, w1;
-      window_span(p, &w0, &w1);
-      max_window = std::max(max_window, std::max<std::int64_t>(w1 - w0, 1));
-    }
-  }
-  if (parts.empty()) return;
-  std::int64_t max_sinks = 0;
-  for (std::int32_t pi : parts) max_sinks = std::max(max_sinks, phase.parts[static_cast<std::size_t>(pi)].sinks);
-  const std::int64_t gathered = cfg.block_size + std::max(max_sinks, cfg.sample_size);
-  const std::int64_t slot = gathered + max_window;  // keys per item at most
-  for (ThreadScratch& s : scratch) {
-    s.keys.resize(static_cast<std::size_t>(gathered));
-    s.bias.resize(static_cast<std::size_t>(gathered));
-    s.row_keys.resize(static_cast<std::size_t>(slot));
-    s.row_bias.resize(static_cast<std::size_t>(slot));
-    s.row_window.resize(static_cast<std::size_t>(2 * max_rows));
-  }
-  // Items of one key-value head, in canonical order: (part, query head of the group, block).
-  struct BlockItem {
-    std::int32_t part;
-    std::int32_t block;
-    std::int64_t hq;
-  };
-  std::vector<BlockItem> items;
-  for (std::int32_t pi : parts)
     for (std::int64_t gq = 0; gq < ctx.group; ++gq)
-      for (std::int64_t u = 0; u < block_count(phase.parts[static_cast<std::size_t>(pi)], cfg); ++u)
-        items.push_back({pi, static_cast<std::int32_t>(u), gq});
-  const std::int64_t n_items = static_cast<std::int64_t>(items.size());
-  float* contrib = gc.contributions(static_cast<std::size_t>(n_items * slot * ctx.d * 2));  // [item][slot][dk | dv][d]
-  std::vector<std::int32_t> item_keys(static_cast<std::size_t>(n_items * slot));
-  std::vector<std::int64_t> item_count(static_cast<std::size_t>(n_items));
+      for (std::int64_t u = 0; u < block_count(p, cfg); ++u)
+        items[n_items++] = {static_cast<std::int32_t>(pi), static_cast<std::int32_t>(u), gq};
+  }
+  if (n_items == 0) return;
+  const std::int64_t slot = gc.slot;  // keys per item at most
+  float* contrib = gc.contrib;        // [item][slot][dk | dv][d]
+  std::int32_t* item_keys = gc.item_keys;
+  std::int64_t* item_count = gc.item_count;
   for (std::int64_t b = 0; b < ctx.batch; ++b)
     for (std::int64_t hkv = 0; hkv < ctx.heads_kv; ++hkv) {
       cpu::parallel_for(n_items, ctx.threads, [&](std::int64_t i, int thread) {
-        const BlockItem& it = items[static_cast<std::size_t>(i)];
+        const BlockItem& it = items[i];
         const Part& p = phase.parts[static_cast<std::size_t>(it.part)];
         const std::int64_t hq = hkv * ctx.group + it.hq;
-        ThreadScratch& s = scratch[static_cast<std::size_t>(thread)];
+        ThreadScratch& s = scratch[thread];
         const std::int64_t nq = p.q1 - p.q0, blocks = block_count(p, cfg);
         const std::int64_t lo = it.block * nq / blocks, hi = (it.block + 1) * nq / blocks;
-        item_count[static_cast<std::size_t>(i)] = 0;
+        item_count[i] = 0;
         if (hi == lo) return;
-        cpu::BackwardTile t = backward_tile(gc, b, hq, s.kernel.get());
-        t.q_index = ctx.q_perm.data() + (b * ctx.heads_q + hq) * ctx.n_q + p.q0 + lo;
+        cpu::BackwardTile t = backward_tile(gc, b, hq, s.kernel);
+        t.q_index = ctx.q_perm + (b * ctx.heads_q + hq) * ctx.n_q + p.q0 + lo;
         t.rows = hi - lo;
         const std::int64_t n_keys = gather_block_keys(ctx, p, b, hq, it.block, s);
-        std::int32_t* keys = s.row_keys.data();
-        float* bias = s.row_bias.data();
-        std::copy(s.keys.begin(), s.keys.begin() + n_keys, keys);
-        std::copy(s.bias.begin(), s.bias.begin() + n_keys, bias);
+        std::int32_t* keys = s.row_keys;  // [slot]
+        float* bias = s.row_bias;         // [slot]
+        std::copy(s.keys, s.keys + n_keys, keys);
+        std::copy(s.bias, s.bias + n_keys, bias);
         t.keys = n_keys;
         if (p.window > 0) {
           // The rows' windows (their keys exact, those inside masked from block and samples), as the forward.
@@ -1050,8 +978,8 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vecto
           for (std::int64_t r = 0; r < t.rows; ++r) {
             std::int64_t w0, w1;
             window_of(p, t.q_index[r], &w0, &w1);
-            s.row_window[static_cast<std::size_t>(2 * r)] = static_cast<std::int32_t>(w0);
-            s.row_window[static_cast<std::size_t>(2 * r + 1)] = static_cast<std::int32_t>(std::max(w0, w1));
+            s.row_window[2 * r] = static_cast<std::int32_t>(w0);
+            s.row_window[2 * r + 1] = static_cast<std::int32_t>(std::max(w0, w1));
             any = any || w0 < w1;
           }
           if (any) {
@@ -1062,7 +990,7 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vecto
               bias[n_keys + k - u0] = 0.0f;
             }
             t.keys = n_keys + std::max<std::int64_t>(u1 - u0, 0);
-            t.row_window = s.row_window.data();
+            t.row_window = s.row_window;
             t.window_from = n_keys;
           }
         }
@@ -1076,8 +1004,8 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vecto
         t.dv = out + ctx.d;
         t.dkv_row_stride = 2 * ctx.d;
         ctx.kernel.backward(t);
-        std::copy(keys, keys + t.keys, item_keys.begin() + i * slot);
-        item_count[static_cast<std::size_t>(i)] = t.keys;
+        std::copy(keys, keys + t.keys, item_keys + i * slot);
+        item_count[i] = t.keys;
       });
       // The contributions into dK/dV in item order; each worker owns a range of keys.
       const std::int64_t ranges = std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads * 4, (ctx.n_k + 255) / 256));
@@ -1086,9 +1014,9 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vecto
       cpu::parallel_for(ranges, ctx.threads, [&](std::int64_t range, int) {
         const std::int64_t k_lo = range * ctx.n_k / ranges, k_hi = (range + 1) * ctx.n_k / ranges;
         for (std::int64_t i = 0; i < n_items; ++i) {
-          const std::int32_t* keys = item_keys.data() + i * slot;
+          const std::int32_t* keys = item_keys + i * slot;
           const float* src = contrib + i * slot * ctx.d * 2;
-          for (std::int64_t j = 0; j < item_count[static_cast<std::size_t>(i)]; ++j) {
+          for (std::int64_t j = 0; j < item_count[i]; ++j) {
             const std::int64_t key = keys[j];
             if (key < k_lo || key >= k_hi) continue;
             float* gk = dk + key * gc.dk.stride[2];
@@ -1104,33 +1032,284 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, std::vecto
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The workspace: every buffer that grows with the problem, carved in one order (counted first).
+// ---------------------------------------------------------------------------------------------
+
+enum class Pass { forward, backward, sort_only };
+
+// The largest key list (block + sinks or samples), block of rows and local-window span of any
+// approximated part of a plan: each thread's scratch is carved once for all of its phases.
+struct ScratchExtent {
+  std::int64_t keys = 1, rows = 1, window = 0;
+};
+
+ScratchExtent scratch_extent(const Plan& plan, const AttentionConfig& c) {
+  ScratchExtent e;
+  for (const Phase& ph : plan.phases)
+    for (const Part& p : ph.parts) {
+      if (!p.approximate) continue;
+      const std::int64_t units = block_count(p, c);
+      e.keys = std::max(e.keys, c.block_size + std::max(p.sinks, c.sample_size));
+      e.rows = std::max(e.rows, (p.q1 - p.q0 + units - 1) / units + 1);
+      if (p.window > 0) {
+        std::int64_t w0, w1;
+        window_span(p, &w0, &w1);
+        e.window = std::max(e.window, std::max<std::int64_t>(w1 - w0, 1));
+      }
+    }
+  return e;
+}
+
+struct Carved {
+  float* acc_storage = nullptr;  // [batch, heads_q, n_q, d] zeros, when out is not f32 (forward)
+  Item* items = nullptr;         // [largest phase_items()] (forward)
+  ThreadScratch* scratch = nullptr;  // [threads]
+};
+
+// Every buffer of one call out of `arena`, in one fixed order (only counted when the arena has no
+// memory): the forward's accumulators, the LSH state, the compact K/V copy, the work items and
+// each thread's scratch. Buffers a std::vector used to hold start zeroed, as they did.
+Carved carve(Context& ctx, const Plan& plan, Pass pass, Arena& arena) {
+  Carved c;
+  const std::int64_t rows_q = ctx.batch * ctx.heads_q * ctx.n_q;
+  const std::int64_t rows_k = ctx.batch * ctx.heads_kv * ctx.n_k;
+  if (pass == Pass::forward) {
+    if (ctx.args.out.dtype != DType::f32) c.acc_storage = arena.take_filled<float>(rows_q * ctx.d, 0.0f);
+    ctx.lse = arena.take_filled<float>(rows_q, kNegInf);
+  }
+  if (pass == Pass::sort_only || any_approximate(plan)) {
+    ctx.q_bucket = arena.take_filled<std::uint32_t>(rows_q, 0);
+    ctx.k_bucket = arena.take_filled<std::uint32_t>(rows_k, 0);
+    ctx.q_perm = arena.take_filled<std::int32_t>(rows_q, 0);
+    ctx.k_perm = arena.take_filled<std::int32_t>(rows_k, 0);
+    if (ctx.config.sampling == Sampling::position_stratified) ctx.k_rank = arena.take_filled<std::int32_t>(rows_k, 0);
+    if (ctx.config.sampling == Sampling::value_norm) {
+      ctx.v_norm2 = arena.take_filled<double>(rows_k, 0.0);
+      ctx.k_cum = arena.take_filled<double>(rows_k, 0.0);
+    }
+    ctx.sort_counts = arena.take_filled<std::int64_t>(ctx.threads * ((std::int64_t{1} << ctx.config.lsh_bits) + 1), 0);
+  }
+  if (pass == Pass::sort_only) return c;
+  if (needs_compact_copy(ctx)) ctx.kv_copy = arena.take<std::byte>(compact_copy_bytes(ctx));
+  if (pass == Pass::forward) {
+    std::int64_t most = 0;
+    for (const Phase& ph : plan.phases) most = std::max(most, phase_items(ctx, ph));
+    c.items = arena.take<Item>(most);
+  }
+  const ScratchExtent e = scratch_extent(plan, ctx.config);
+  const std::size_t kernel_floats = pass == Pass::forward ? ctx.kernel.scratch_floats(ctx.d, ctx.d)
+                                                          : ctx.kernel.backward_scratch_floats(ctx.d);
+  c.scratch = arena.take<ThreadScratch>(ctx.threads);
+  if (c.scratch != nullptr) std::uninitialized_default_construct_n(c.scratch, ctx.threads);
+  for (int t = 0; t < ctx.threads; ++t) {
+    ThreadScratch counted;  // the pointers of a counting pass go nowhere
+    ThreadScratch& s = c.scratch != nullptr ? c.scratch[t] : counted;
+    s.kernel = arena.take<float>(static_cast<std::int64_t>(std::max<std::size_t>(kernel_floats, 16)));
+    s.keys = arena.take_filled<std::int32_t>(e.keys, 0);
+    s.bias = arena.take_filled<float>(e.keys, 0.0f);
+    for (int k = 0; k < 2; ++k) {
+      s.slot_keys[k] = arena.take_filled<std::int32_t>(e.keys, 0);
+      s.slot_bias[k] = arena.take_filled<float>(e.keys, 0.0f);
+    }
+    s.rows = arena.take_filled<std::int32_t>(e.rows, 0);
+    s.row_window = arena.take_filled<std::int32_t>(2 * e.rows, 0);
+    s.row_keys = arena.take_filled<std::int32_t>(e.keys + e.window, 0);
+    s.row_bias = arena.take_filled<float>(e.keys + e.window, 0.0f);
+    if (pass == Pass::backward) {
+      s.dq = arena.take<float>(kBackwardRowChunk * ctx.d);
+      s.k_loc = arena.take<float>(kBackwardKeyChunk * ctx.d);
+      s.v_loc = arena.take<float>(kBackwardKeyChunk * ctx.d);
+    }
+  }
+  return c;
+}
+
+// The backward's own buffers, after carve(..., Pass::backward, ...).
+void carve_backward(GradContext& gc, const Plan& plan, Arena& arena) {
+  const Context& ctx = gc.ctx;
+  const AttentionGradArgs& g = gc.g;
+  const std::int64_t rows_q = ctx.batch * ctx.heads_q * ctx.n_q;
+  if (g.d_out.dtype != DType::f32) gc.dout_copy = arena.take_filled<float>(g.d_out.numel(), 0.0f);
+  gc.lse = arena.take_filled<float>(rows_q, 0.0f);
+  gc.delta = arena.take_filled<float>(rows_q, 0.0f);
+  for (auto [acc, view] : {std::pair{&gc.dq, &g.dq}, std::pair{&gc.dk, &g.dk}, std::pair{&gc.dv, &g.dv}})
+    if (view->dtype != DType::f32) acc->storage = arena.take<float>(view->numel());
+  BackwardPhaseSize most;
+  for (const Phase& ph : plan.phases) {
+    const BackwardPhaseSize z = backward_phase_size(ctx, ph);
+    most.chunks = std::max(most.chunks, z.chunks);
+    most.counters = std::max(most.counters, z.counters);
+    most.block_items = std::max(most.block_items, z.block_items);
+  }
+  gc.chunks = arena.take<KeyChunk>(most.chunks);
+  gc.added = arena.take<std::atomic<std::int64_t>>(most.counters);
+  gc.block_items = arena.take<BlockItem>(most.block_items);
+  const ScratchExtent e = scratch_extent(plan, ctx.config);
+  gc.slot = e.keys + e.window;
+  gc.contrib = arena.take<float>(most.block_items * gc.slot * ctx.d * 2);
+  gc.item_keys = arena.take<std::int32_t>(most.block_items * gc.slot);
+  gc.item_count = arena.take<std::int64_t>(most.block_items);
+}
+
+// The bytes `carve_all(arena)` takes, plus the slack to align the caller's block to 64 bytes.
+template <class CarveAll>
+std::size_t counted_bytes(CarveAll&& carve_all) {
+  Arena counter(nullptr, 0);
+  carve_all(counter);
+  return counter.used() + Arena::kAlign - 1;
+}
+
+// Runs `run(arena)` over the caller's workspace, or over one allocated here (workspace.data null).
+template <class Run>
+Status with_workspace(std::size_t needed, const Workspace& workspace, const char* size_call, Run&& run) {
+  WorkspaceBuffer own;
+  auto* base = static_cast<std::byte*>(workspace.data);
+  std::size_t bytes = workspace.bytes;
+  if (base == nullptr) {
+    base = own.allocate(needed);
+    bytes = needed;
+  } else if (bytes < needed) {
+    return Status::InvalidArgument(fmt::format(
+        "workspace.bytes: {} bytes; this call needs {} (ask {} with the same arguments and config)", bytes, needed, size_call));
+  }
+  const std::size_t pad = (Arena::kAlign - reinterpret_cast<std::uintptr_t>(base) % Arena::kAlign) % Arena::kAlign;
+  Arena arena(base + pad, bytes - pad);
+  run(arena);
+  return Status::Ok();
+}
+
+const InjectedRandomness kNoInjection{};
+
 }  // namespace
 
+std::size_t workspace_bytes(const Plan& plan, const AttentionArgs& args, const AttentionConfig& config) {
+  Context ctx(args, config, kNoInjection);
+  return counted_bytes([&](Arena& a) { carve(ctx, plan, Pass::forward, a); });
+}
+
+Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfig& config,
+               const InjectedRandomness& injected, const Workspace& workspace) {
+  try {
+    Context ctx(args, config, injected);
+    const std::size_t needed = counted_bytes([&](Arena& a) { carve(ctx, plan, Pass::forward, a); });
+    return with_workspace(needed, workspace, "workspace_size()", [&](Arena& arena) {
+      const Carved c = carve(ctx, plan, Pass::forward, arena);
+      if (args.out.dtype == DType::f32) {
+        ctx.acc = static_cast<float*>(args.out.data);
+        for (int i = 0; i < 3; ++i) ctx.acc_stride[i] = args.out.stride[i];
+      } else {
+        ctx.acc = c.acc_storage;
+        ctx.acc_stride[0] = ctx.heads_q * ctx.n_q * ctx.d;
+        ctx.acc_stride[1] = ctx.n_q * ctx.d;
+        ctx.acc_stride[2] = ctx.d;
+      }
+      // Rows that see no key: O = 0, LSE = -inf (stays so through every merge).
+      if (!plan.empty_rows.empty()) {
+        for (std::int64_t b = 0; b < ctx.batch; ++b)
+          for (std::int64_t h = 0; h < ctx.heads_q; ++h)
+            for (std::int64_t r = plan.empty_rows[0]; r < plan.empty_rows[1]; ++r)
+              std::fill_n(ctx.acc_head(b, h) + r * ctx.acc_stride[2], ctx.d, 0.0f);
+      }
+      if (any_approximate(plan)) prepare_lsh(ctx);
+      compact_keys_and_values(ctx);
+      ctx.total = count_items(ctx, plan);
+      for (std::size_t i = 0; i < plan.phases.size(); ++i) run_phase(ctx, plan.phases[i], i > 0, c.scratch, c.items);
+
+      // Outputs in the caller's dtype and layout.
+      if (args.out.dtype == DType::bf16) {
+        cpu::parallel_for(ctx.batch * ctx.heads_q, ctx.threads, [&](std::int64_t bh, int) {
+          const std::int64_t b = bh / ctx.heads_q, h = bh % ctx.heads_q;
+          const float* src = ctx.acc_head(b, h);
+          auto* dst = static_cast<std::uint16_t*>(args.out.data) + b * args.out.stride[0] + h * args.out.stride[1];
+          for (std::int64_t r = 0; r < ctx.n_q; ++r)
+            for (int k = 0; k < ctx.d; ++k) dst[r * args.out.stride[2] + k] = f32_to_bf16_bits(src[r * ctx.d + k]);
+        });
+      }
+      if (args.lse.data != nullptr) {
+        for (std::int64_t b = 0; b < ctx.batch; ++b)
+          for (std::int64_t h = 0; h < ctx.heads_q; ++h)
+            for (std::int64_t r = 0; r < ctx.n_q; ++r)
+              args.lse.data[b * args.lse.stride[0] + h * args.lse.stride[1] + r * args.lse.stride[2]] = ctx.lse_head(b, h)[r];
+      }
+      if (config.progress != nullptr && ctx.total == 0) config.progress(config.progress_context, 0, 0);
+    });
+  } catch (const std::bad_alloc&) {
+    return Status::OutOfMemory("hyperattn: could not allocate the workspace for this problem");
+  }
+}
+
+Status sorted_blocks(const AttentionArgs& args, const AttentionConfig& config,
+                     const InjectedRandomness& injected, std::int32_t* query_block, std::int32_t* key_block) {
+  try {
+    Context ctx(args, config, injected);
+    Plan plan;
+    plan.phases.push_back({{{0, ctx.n_q, 0, ctx.n_k, cpu::kNoCausalMask, true, 0, sinks_of(0, ctx.n_k, config)}}});
+    const std::size_t needed = counted_bytes([&](Arena& a) { carve(ctx, plan, Pass::sort_only, a); });
+    return with_workspace(needed, {}, "", [&](Arena& arena) {
+      carve(ctx, plan, Pass::sort_only, arena);
+      prepare_lsh(ctx);
+      const Phase& phase = plan.phases[0];
+      sort_phase(ctx, phase);
+      const Part& p = phase.parts[0];
+      const std::int64_t blocks = block_count(p, config);
+      // Sinks covering every key leave no block: each query then has block -1 (the sinks only).
+      std::fill(query_block, query_block + ctx.batch * ctx.heads_q * ctx.n_q, -1);
+      for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_q; ++bh)
+        for (std::int64_t beta = 0; beta < blocks; ++beta)
+          for (std::int64_t i = beta * ctx.n_q / blocks; i < (beta + 1) * ctx.n_q / blocks; ++i)
+            query_block[bh * ctx.n_q + ctx.q_perm[bh * ctx.n_q + i]] = static_cast<std::int32_t>(beta);
+      for (std::int64_t bh = 0; bh < ctx.batch * ctx.heads_kv; ++bh) {
+        for (std::int64_t i = 0; i < p.sinks; ++i) key_block[bh * ctx.n_k + i] = -1;  // sinks: attended by every block
+        for (std::int64_t i = p.sinks; i < ctx.n_k; ++i)
+          key_block[bh * ctx.n_k + ctx.k_perm[bh * ctx.n_k + i]] = static_cast<std::int32_t>((i - p.sinks) / config.block_size);
+      }
+    });
+  } catch (const std::bad_alloc&) {
+    return Status::OutOfMemory("hyperattn: could not allocate the workspace for lsh_blocks");
+  }
+}
+
+std::size_t backward_workspace_bytes(const Plan& plan, const AttentionGradArgs& g, const AttentionConfig& config) {
+  const AttentionArgs args{g.q, g.k, g.v, g.out, g.lse};
+  Context ctx(args, config, kNoInjection);
+  GradContext gc(ctx, g);
+  return counted_bytes([&](Arena& a) {
+    carve(ctx, plan, Pass::backward, a);
+    carve_backward(gc, plan, a);
+  });
+}
+
 Status execute_backward(const Plan& plan, const AttentionGradArgs& g, const AttentionConfig& config,
-                        const InjectedRandomness& injected) {
+                        const InjectedRandomness& injected, const Workspace& workspace) {
   try {
     const AttentionArgs args{g.q, g.k, g.v, g.out, g.lse};
     Context ctx(args, config, injected);
     if (ctx.kernel.backward == nullptr)
       return Status::Unsupported(fmt::format("hyperattn: the {} kernel has no backward pass", ctx.kernel.name));
     GradContext gc(ctx, g);
-    prepare_gradients(gc);
-    if (any_approximate(plan)) prepare_lsh(ctx);
-    compact_keys_and_values(ctx);
-    std::vector<ThreadScratch> scratch(static_cast<std::size_t>(ctx.threads));
-    for (ThreadScratch& s : scratch) s.kernel.resize(ctx.kernel.backward_scratch_floats(ctx.d));
-    for (const Phase& phase : plan.phases) {
-      sort_phase(ctx, phase);
-      backward_exact_parts(gc, phase, scratch);
-      backward_approximated_parts(gc, phase, scratch);
-    }
-    gc.dq.finish(ctx.threads);
-    gc.dk.finish(ctx.threads);
-    gc.dv.finish(ctx.threads);
+    const auto carve_all = [&](Arena& a) {
+      const Carved c = carve(ctx, plan, Pass::backward, a);
+      carve_backward(gc, plan, a);
+      return c;
+    };
+    return with_workspace(counted_bytes(carve_all), workspace, "backward_workspace_size()", [&](Arena& arena) {
+      const Carved c = carve_all(arena);
+      prepare_gradients(gc);
+      if (any_approximate(plan)) prepare_lsh(ctx);
+      compact_keys_and_values(ctx);
+      for (const Phase& phase : plan.phases) {
+        sort_phase(ctx, phase);
+        backward_exact_parts(gc, phase, c.scratch);
+        backward_approximated_parts(gc, phase, c.scratch);
+      }
+      gc.dq.finish(ctx.threads);
+      gc.dk.finish(ctx.threads);
+      gc.dv.finish(ctx.threads);
+    });
   } catch (const std::bad_alloc&) {
     return Status::OutOfMemory("hyperattn: could not allocate the workspace for the backward pass");
   }
-  return Status::Ok();
 }
 
 }  // namespace hyperattn::cpu

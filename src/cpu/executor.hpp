@@ -4,6 +4,7 @@
 // phases in plan order. The backward pass of the same plans is here too.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/plan.hpp"
@@ -12,15 +13,20 @@
 namespace hyperattn::cpu {
 
 // Executes a plan. `args` and `config` must have passed validate(); `injected` as in the API
-// (injected samples are used by an approximated part with subproblem 0).
+// (injected samples are used by an approximated part with subproblem 0). Every buffer that grows
+// with the problem comes from `workspace` (workspace_bytes() of them, any alignment); with
+// workspace.data null the call allocates them itself. A workspace smaller than needed is an
+// InvalidArgument naming both sizes.
+std::size_t workspace_bytes(const core::Plan& plan, const AttentionArgs& args, const AttentionConfig& config);
 Status execute(const core::Plan& plan, const AttentionArgs& args, const AttentionConfig& config,
-               const InjectedRandomness& injected);
+               const InjectedRandomness& injected, const Workspace& workspace = {});
 
 // The backward pass of a plan (the plan of the forward whose out and lse `args` holds): the
 // gradients of every part's key set against the rows' final O and LSE. `args` and `config` must
-// have passed validate_backward().
+// have passed validate_backward(). Its workspace as execute's: backward_workspace_bytes().
+std::size_t backward_workspace_bytes(const core::Plan& plan, const AttentionGradArgs& args, const AttentionConfig& config);
 Status execute_backward(const core::Plan& plan, const AttentionGradArgs& args, const AttentionConfig& config,
-                        const InjectedRandomness& injected);
+                        const InjectedRandomness& injected, const Workspace& workspace = {});
 
 // The sorted-LSH block of each query and key of one non-causal problem [0,n_q) x [0,n_k)
 // (diagnostics; see hyperattn::lsh_blocks).

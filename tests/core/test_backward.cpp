@@ -15,48 +15,6 @@
 namespace hyperattn::testing {
 namespace {
 
-// The gradients of one problem: dO and dLSE drawn at random, dq/dk/dv written by the library.
-struct GradProblem {
-  Problem p;
-  Tensor d_out, dq, dk, dv;
-  std::vector<float> d_lse;
-
-  GradProblem(Shape s, DType dtype, Layout layout, std::uint64_t seed, DType grad_dtype = DType::f32)
-      : p(s, dtype, layout, seed),
-        d_out(dtype, s.batch, s.heads_q, s.seq_q, s.head_dim, layout),
-        dq(grad_dtype, s.batch, s.heads_q, s.seq_q, s.head_dim, layout),
-        dk(grad_dtype, s.batch, s.heads_kv, s.seq_kv, s.head_dim, layout),
-        dv(grad_dtype, s.batch, s.heads_kv, s.seq_kv, s.head_dim, layout),
-        d_lse(static_cast<std::size_t>(s.batch * s.heads_q * s.seq_q)) {
-    std::mt19937_64 gen(seed + 1000);
-    d_out.fill_normal(gen, 1.0f);
-    std::normal_distribution<float> nd(0.0f, 0.5f);
-    for (float& x : d_lse) x = nd(gen);
-  }
-  AttentionGradArgs grad_args(bool with_d_lse = true) {
-    AttentionGradArgs g;
-    const AttentionArgs a = p.args();
-    g.q = a.q;
-    g.k = a.k;
-    g.v = a.v;
-    g.out = a.out;
-    g.lse = a.lse;
-    g.d_out = d_out.view;
-    if (with_d_lse) g.d_lse = LseView::contiguous(d_lse.data(), p.shape.heads_q, p.shape.seq_q);
-    g.dq = dq.view;
-    g.dk = dk.view;
-    g.dv = dv.view;
-    return g;
-  }
-  std::vector<double> d_out_double() const { return reference::to_double(d_out.view); }
-  std::vector<double> d_lse_double() const { return {d_lse.begin(), d_lse.end()}; }
-  // The closed-form gradients over the reference's key sets, with this problem's dO (and dLSE).
-  reference::Gradients reference_gradients(const reference::KeySets& sets, const AttentionConfig& c, bool with_d_lse = true) {
-    return reference::backward_sets(reference::to_problem(p.args(), c), sets, d_out_double(),
-                                    with_d_lse ? d_lse_double() : std::vector<double>{});
-  }
-};
-
 // Key-set entries with a nonzero bias: sampled keys (log w) or masked ones (-inf).
 std::size_t weighted_entries(const reference::KeySets& sets) {
   std::size_t n = 0;
