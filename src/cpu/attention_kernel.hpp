@@ -90,6 +90,21 @@ inline std::int64_t window_key_limit(const DenseAttentionTile& t, std::int64_t r
   return t.row_window != nullptr && !has_window(t, r) ? std::min(t.window_from, t.keys) : t.keys;
 }
 
+// The online-softmax step of one row (scores in base 2) for a key tile whose visible scores have
+// the maximum tile_max (NaN if one is NaN): the new running max, and corr = 2^(m - m_new), the
+// factor the row's O and sum are scaled by. NaN is sticky: std::max(NaN, x) keeps a NaN running
+// max, and a NaN tile max sets it. corr is exact where it is 0 (the first visible tile, m = -inf)
+// or 1 (the max stays) (C Annex F), so only the other cases call exp2. Every SIMD kernel uses it.
+struct RunningMax {
+  float m;
+  float corr;
+};
+inline RunningMax advance_max(float m, float tile_max) {
+  const float m_new = tile_max != tile_max ? tile_max : std::max(m, tile_max);
+  const float dm = m - m_new;
+  return {m_new, dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm)};
+}
+
 // x, rounded to fp32 and hidden from the optimiser, so that a product is never contracted with a
 // following addition into an FMA (the kernels' translation units enable FMA).
 inline float no_contract(float x) {

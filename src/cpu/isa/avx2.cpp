@@ -174,32 +174,7 @@ void accumulate_pv(const float* p, int ldp, const float* v, int ldv, int keys, c
   if (col < ldv) accumulate_pv_f32<1>(p, ldp, v + col, ldv, keys, corr, o + col, ldo);
 }
 
-inline const void* row_address(DType dtype, const void* base, std::int64_t stride, std::int64_t row) {
-  const std::size_t bytes = dtype == DType::f32 ? 4 : 2;
-  return static_cast<const char*>(base) + static_cast<std::size_t>(row * stride) * bytes;
-}
-
-// Rows gathered through an index (HyperAttention's sorted blocks and samples) are scattered over
-// memory; without prefetching the packing loops stall on each row's first cache miss (a quarter
-// of the kernel's time at the 256 x 512 block shape). Contiguous rows are left to the hardware.
-constexpr int kPrefetchAhead = 8;  // rows
-
-inline void prefetch_row(DType dtype, const void* base, std::int64_t stride, std::int64_t row, int dim) {
-  const char* p = static_cast<const char*>(row_address(dtype, base, stride, row));
-  const int bytes = dim * (dtype == DType::f32 ? 4 : 2);
-  for (int at = 0; at < bytes; at += 64) _mm_prefetch(p + at, _MM_HINT_T0);
-}
-
-// Row `row` of a f32/bf16 matrix as fp32 times mul into dst[dim].
-inline void load_row(DType dtype, const void* src, int dim, float mul, float* dst) {
-  if (dtype == DType::f32) {
-    const float* s = static_cast<const float*>(src);
-    for (int x = 0; x < dim; ++x) dst[x] = s[x] * mul;
-  } else {
-    const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
-    for (int x = 0; x < dim; ++x) dst[x] = bf16_to_f32(s[x]) * mul;
-  }
-}
+#include "cpu/isa/dense_driver.hpp"  // row_address, prefetch_row, load_row, dense_rows, store_rows
 
 // r[i] = row i of an 8 x 8 block -> r[j] = column j (shuffles only: exact).
 inline void transpose8x8(__m256 r[kW]) {
@@ -300,185 +275,97 @@ void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, fl
   combine_rows_scalar(o_acc + x, o_new + x, w_old, w_new, inv, d - x);
 }
 
-void dense(const DenseAttentionTile& t) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  const ScratchLayout L = scratch_layout(t.head_dim, t.head_dim_v);
-  const int d = t.head_dim;
-  const int dv = t.head_dim_v;
-  float* qbuf = t.scratch + L.q;      // [kRowTile, d], times scale * log2 e
-  float* obuf = t.scratch + L.o;      // [kRowTile, dv_pad]
-  float* m = t.scratch + L.m;         // [kRowTile] running max (base 2)
-  float* l = t.scratch + L.l;         // [kRowTile] running sum
-  float* corr = t.scratch + L.corr;   // [kRowGroup]
-  float* kbuf = t.scratch + L.k;      // key panels
-  float* vbuf = t.scratch + L.v;      // value rows
-  float* s = t.scratch + L.s;         // [kRowGroup, kKeyTile] scores, then weights
-  float* bias = t.scratch + L.bias;   // [kKeyTile]
-  const float q_mul = t.scale * kLog2e;
+// The AVX2 arithmetic of the row-tile driver (dense_driver.hpp): fp32 throughout, scores in base 2
+// (Q carries scale * log2 e).
+struct Ops : RowTileScratch {
+  const DenseAttentionTile& t;
+  const ScratchLayout L;
+  const int d;
 
-  for (std::int64_t r0 = 0; r0 < t.rows; r0 += kRowTile) {
-    const int nr = static_cast<int>(std::min<std::int64_t>(kRowTile, t.rows - r0));
-    const int nr_pad = static_cast<int>(round_up(static_cast<std::size_t>(nr), kRowGroup));
-    if (t.q_index)
-      for (int r = 0; r < std::min(nr, kPrefetchAhead); ++r) prefetch_row(t.dtype, t.q, t.q_row_stride, t.q_index[r0 + r], d);
-    for (int r = 0; r < nr_pad; ++r) {
-      if (t.q_index && r + kPrefetchAhead < nr)
-        prefetch_row(t.dtype, t.q, t.q_row_stride, t.q_index[r0 + r + kPrefetchAhead], d);
-      float* dst = qbuf + static_cast<std::size_t>(r) * d;
-      if (r < nr) {
-        const std::int64_t row = t.q_index ? t.q_index[r0 + r] : r0 + r;
-        load_row(t.dtype, row_address(t.dtype, t.q, t.q_row_stride, row), d, q_mul, dst);
-      } else {
-        std::memset(dst, 0, static_cast<std::size_t>(d) * sizeof(float));
-      }
-      m[r] = kNegInf;
-      l[r] = 0.0f;
-    }
-    std::memset(obuf, 0, static_cast<std::size_t>(nr_pad) * L.dv_pad * sizeof(float));
-    std::int64_t key_end = std::clamp<std::int64_t>(r0 + nr - 1 + t.causal_diagonal + 1, 0, t.keys);
-    if (t.row_window != nullptr) {  // also past every row's window limit (window_key_limit)
-      std::int64_t end = 0;
-      for (int r = 0; r < nr; ++r)
-        end = std::max(end, std::min(std::clamp<std::int64_t>(r0 + r + t.causal_diagonal + 1, 0, t.keys),
-                                     window_key_limit(t, r0 + r)));
-      key_end = end;
-    }
+  explicit Ops(const DenseAttentionTile& tile)
+      : RowTileScratch(tile.scratch, scratch_layout(tile.head_dim, tile.head_dim_v)), t(tile),
+        L(scratch_layout(tile.head_dim, tile.head_dim_v)), d(tile.head_dim) {}
 
-    for (std::int64_t c0 = 0; c0 < key_end; c0 += kKeyTile) {
-      const int nc = static_cast<int>(std::min<std::int64_t>(kKeyTile, key_end - c0));
-      pack_keys(t, L, c0, nc, kbuf, vbuf, bias);
-
-      for (int g0 = 0; g0 < nr_pad; g0 += kRowGroup) {
-        int visible[kRowGroup];
-        bool windowed[kRowGroup];
-        int group_end = 0;
-        for (int r = 0; r < kRowGroup; ++r) {
-          const int row = g0 + r;
-          visible[r] = row < nr ? static_cast<int>(std::clamp<std::int64_t>(
-                                      std::min(r0 + row + t.causal_diagonal + 1, window_key_limit(t, r0 + row)) - c0, 0, nc))
-                                : 0;
-          windowed[r] = row < nr && has_window(t, r0 + row);
-          group_end = std::max(group_end, visible[r]);
-        }
-        // Prefetch the next key tile's rows a slice per row group, so their cache misses overlap
-        // this tile's arithmetic (gathered rows miss everywhere; contiguous ones come from L3 or
-        // DRAM once per row tile).
-        if (c0 + kKeyTile < key_end) {
-          const std::int64_t next = c0 + kKeyTile;
-          prefetch_key_slice(t, next, std::min<std::int64_t>(kKeyTile, key_end - next), g0 / kRowGroup,
-                             nr_pad / kRowGroup);
-        }
-        // During the last key tile: this group's gathered output rows, stored or merged into
-        // at the end of the row tile, and a slice of the rows the next tile starts with.
-        if (c0 + kKeyTile >= key_end) {
-          prefetch_out_rows(t, r0 + g0, std::min(kRowGroup, nr - std::min(nr, g0)));
-          if (t.next != nullptr && r0 + kRowTile >= t.rows)
-            prefetch_tile_start(*t.next, kRowTile, kKeyTile, g0 / kRowGroup, nr_pad / kRowGroup);
-        }
-        if (group_end == 0) continue;
-
-        for (int cc = 0; cc < group_end; cc += kKeyChunk)
-          scores_f32(qbuf + static_cast<std::size_t>(g0) * d, d, kbuf + static_cast<std::size_t>(cc) * d, s + cc, kKeyTile);
-
-        for (int r = 0; r < kRowGroup; ++r) {
-          float* sr = s + r * kKeyTile;
-          const int vis = visible[r];
-          // The lanes of 8 keys from c this row sees: a prefix, further masked by a row window.
-          const bool win = windowed[r];
-          const auto lanes = [&](int c) {
-            const __m256 k = prefix_mask(vis - c);
-            return win ? window_lanes(t, r0 + g0 + r, c0 + c, k) : k;
-          };
-          // Chunks of 8 keys the row sees whole (no row window): no lane masks, and no bias pass
-          // without a bias; the masked loop takes the rest. NaN lanes are or-ed up and tested once.
-          const int whole = win ? 0 : vis / kW * kW;
-          __m256 vmax = _mm256_set1_ps(kNegInf);
-          __m256 vnan = _mm256_setzero_ps();  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
-          int c = 0;
-          if (t.key_bias) {
-            for (; c < whole; c += kW) {
-              const __m256 x = _mm256_add_ps(_mm256_load_ps(sr + c), _mm256_load_ps(bias + c));
-              _mm256_store_ps(sr + c, x);
-              vmax = _mm256_max_ps(vmax, x);
-              vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-            }
-          } else {
-            for (; c < whole; c += kW) {
-              const __m256 x = _mm256_load_ps(sr + c);
-              vmax = _mm256_max_ps(vmax, x);
-              vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-            }
-          }
-          for (; c < vis; c += kW) {
-            const __m256 k = lanes(c);
-            const __m256 x = _mm256_add_ps(_mm256_load_ps(sr + c), _mm256_maskload_ps(bias + c, _mm256_castps_si256(k)));
-            _mm256_store_ps(sr + c, x);
-            vmax = _mm256_blendv_ps(vmax, _mm256_max_ps(vmax, x), k);
-            vnan = _mm256_or_ps(vnan, _mm256_and_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q), k));
-          }
-          const float tile_max = _mm256_movemask_ps(vnan) ? std::numeric_limits<float>::quiet_NaN()
-                                                          : (vis > 0 ? reduce_max(vmax) : kNegInf);
-          const int row = g0 + r;
-          if (tile_max == kNegInf) {
-            corr[r] = 1.0f;
-            std::memset(sr, 0, static_cast<std::size_t>(group_end) * sizeof(float));
-            continue;
-          }
-          // NaN is sticky: std::max(NaN, x) keeps the NaN running max, and a NaN tile max sets it.
-          const float m_new = tile_max != tile_max ? tile_max : std::max(m[row], tile_max);
-          // 2^(m - m_new): 0 on the first visible tile (m = -inf), 1 where the max stays; both exact
-          // (C Annex F), so only the other cases need the call.
-          const float dm = m[row] - m_new;
-          corr[r] = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
-          const __m256 vm = _mm256_set1_ps(m_new);
-          __m256 vsum = _mm256_setzero_ps();
-          for (c = 0; c < whole; c += kW) {
-            const __m256 p = exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm));
-            _mm256_store_ps(sr + c, p);
-            vsum = _mm256_add_ps(vsum, p);
-          }
-          for (; c < group_end; c += kW) {
-            const __m256 p = _mm256_and_ps(lanes(c), exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm)));
-            _mm256_store_ps(sr + c, p);
-            vsum = _mm256_add_ps(vsum, p);
-          }
-          // Roundings spelled out (the FMA target would otherwise leave them to the compiler).
-          l[row] = no_contract(l[row] * corr[r]) + reduce_add(vsum);
-          m[row] = m_new;
-        }
-        accumulate_pv(s, kKeyTile, vbuf, L.dv_pad, group_end, corr,
-                      obuf + static_cast<std::size_t>(g0) * L.dv_pad, L.dv_pad);
-      }
-    }
-
-    for (int r = 0; r < nr; ++r) {
-      // The gathered output rows are in L2 since the last key tile, but their address
-      // translations are long gone from the TLBs: touch them again a few rows ahead.
-      if (t.out_index && r + kPrefetchAhead < nr) {
-        const std::int64_t ahead = t.out_index[r0 + r + kPrefetchAhead];
-        prefetch_row(DType::f32, t.out, t.out_row_stride, ahead, dv);
-        if (t.lse) _mm_prefetch(reinterpret_cast<const char*>(t.lse + ahead), _MM_HINT_T0);
-      }
-      const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
-      // The row's result (in place in obuf with merge, else straight into out) and its lse.
-      float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
-      float* o = t.merge ? acc : t.out + orow * t.out_row_stride;
-      float row_lse;
-      if (l[r] > 0.0f) {
-        const float inv = 1.0f / l[r];
-        for (int x = 0; x < dv; ++x) o[x] = acc[x] * inv;
-        row_lse = std::fma(kLn2, m[r], std::log(l[r]));
-      } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
-        for (int x = 0; x < dv; ++x) o[x] = l[r];
-        row_lse = l[r];
-      } else {  // no visible key: the empty-set rule
-        for (int x = 0; x < dv; ++x) o[x] = 0.0f;
-        row_lse = kNegInf;
-      }
-      if (t.merge) merge_row(t.out + orow * t.out_row_stride, t.lse + orow, acc, row_lse, dv, combine_rows);
-      else if (t.lse) t.lse[orow] = row_lse;
-    }
+  void load_queries(std::int64_t r0, int nr, int nr_pad) { load_queries_f32(t, r0, nr, nr_pad, t.scale * kLog2e, qbuf); }
+  void pack_keys(std::int64_t c0, int nc) { avx2::pack_keys(t, L, c0, nc, kbuf, vbuf, bias); }
+  void scores(int g0, int n) {
+    for (int cc = 0; cc < n; cc += kKeyChunk)
+      scores_f32(qbuf + static_cast<std::size_t>(g0) * d, d, kbuf + static_cast<std::size_t>(cc) * d, s + cc, kKeyTile);
   }
+  static int pv_keys(int n) { return n; }
+  // The lanes of 8 keys from c the row sees: a prefix, further masked by a row window.
+  __m256 lanes(int vis, bool win, std::int64_t row, std::int64_t c0, int c) const {
+    const __m256 k = prefix_mask(vis - c);
+    return win ? window_lanes(t, row, c0 + c, k) : k;
+  }
+  // Chunks of 8 keys the row sees whole (no row window): no lane masks, and no bias pass without a
+  // bias; the masked loop takes the rest. NaN lanes are or-ed up and tested once.
+  static int whole_chunks(int vis, bool win) { return win ? 0 : vis / kW * kW; }
+  float row_max(int r, int vis, bool win, std::int64_t row, std::int64_t c0) {
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    float* sr = s + r * kKeyTile;
+    const int whole = whole_chunks(vis, win);
+    __m256 vmax = _mm256_set1_ps(kNegInf);
+    __m256 vnan = _mm256_setzero_ps();  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
+    int c = 0;
+    if (t.key_bias) {
+      for (; c < whole; c += kW) {
+        const __m256 x = _mm256_add_ps(_mm256_load_ps(sr + c), _mm256_load_ps(bias + c));
+        _mm256_store_ps(sr + c, x);
+        vmax = _mm256_max_ps(vmax, x);
+        vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+      }
+    } else {
+      for (; c < whole; c += kW) {
+        const __m256 x = _mm256_load_ps(sr + c);
+        vmax = _mm256_max_ps(vmax, x);
+        vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+      }
+    }
+    for (; c < vis; c += kW) {
+      const __m256 k = lanes(vis, win, row, c0, c);
+      const __m256 x = _mm256_add_ps(_mm256_load_ps(sr + c), _mm256_maskload_ps(bias + c, _mm256_castps_si256(k)));
+      _mm256_store_ps(sr + c, x);
+      vmax = _mm256_blendv_ps(vmax, _mm256_max_ps(vmax, x), k);
+      vnan = _mm256_or_ps(vnan, _mm256_and_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q), k));
+    }
+    return _mm256_movemask_ps(vnan) ? std::numeric_limits<float>::quiet_NaN() : (vis > 0 ? reduce_max(vmax) : kNegInf);
+  }
+  void zero_weights(int r, int n) { std::memset(s + r * kKeyTile, 0, static_cast<std::size_t>(n) * sizeof(float)); }
+  float row_weights(int r, int vis, bool win, std::int64_t row, std::int64_t c0, int n, float mx) {
+    float* sr = s + r * kKeyTile;
+    const int whole = whole_chunks(vis, win);
+    const __m256 vm = _mm256_set1_ps(mx);
+    __m256 vsum = _mm256_setzero_ps();
+    int c = 0;
+    for (; c < whole; c += kW) {
+      const __m256 p = exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm));
+      _mm256_store_ps(sr + c, p);
+      vsum = _mm256_add_ps(vsum, p);
+    }
+    for (; c < n; c += kW) {
+      const __m256 p = _mm256_and_ps(lanes(vis, win, row, c0, c), exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm)));
+      _mm256_store_ps(sr + c, p);
+      vsum = _mm256_add_ps(vsum, p);
+    }
+    return reduce_add(vsum);
+  }
+  // Roundings spelled out (the FMA target would otherwise leave them to the compiler).
+  static float running_sum(float l_old, float c, float sum) { return no_contract(l_old * c) + sum; }
+  void accumulate_pv(int g0, int n) {
+    avx2::accumulate_pv(s, kKeyTile, vbuf, L.dv_pad, n, corr, obuf + static_cast<std::size_t>(g0) * L.dv_pad, L.dv_pad);
+  }
+  static void scale_row(float* o, const float* acc, float inv, int dv) {
+    for (int x = 0; x < dv; ++x) o[x] = acc[x] * inv;
+  }
+  static void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, float inv, int dv) {
+    avx2::combine_rows(o_acc, o_new, w_old, w_new, inv, dv);
+  }
+};
+
+void dense(const DenseAttentionTile& t) {
+  Ops ops(t);
+  dense_rows(t, ops);
 }
 
 }  // namespace

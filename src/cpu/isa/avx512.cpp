@@ -294,33 +294,19 @@ inline void transpose16x16(__m512 r[kW]) {
   }
 }
 
-inline const void* row_address(DType dtype, const void* base, std::int64_t stride, std::int64_t row) {
-  const std::size_t bytes = dtype == DType::f32 ? 4 : 2;
-  return static_cast<const char*>(base) + static_cast<std::size_t>(row * stride) * bytes;
-}
+#include "cpu/isa/dense_driver.hpp"  // row_address, prefetch_row, load_queries_f32, dense_rows, store_rows
 
-// Rows gathered through an index (HyperAttention's sorted blocks and samples) are scattered over
-// memory; without prefetching the packing loops stall on each row's first cache miss (a quarter
-// of the kernel's time at the 256 x 512 block shape). Contiguous rows are left to the hardware.
-constexpr int kPrefetchAhead = 8;  // rows
-
-inline void prefetch_row(DType dtype, const void* base, std::int64_t stride, std::int64_t row, int dim) {
-  const char* p = static_cast<const char*>(row_address(dtype, base, stride, row));
-  const int bytes = dim * (dtype == DType::f32 ? 4 : 2);
-  for (int at = 0; at < bytes; at += 64) _mm_prefetch(p + at, _MM_HINT_T0);
-}
-
-// Loads rows [r0, r0 + nr) of q into the Q buffer, zero rows up to nr_pad.
+// Loads rows [r0, r0 + nr) of q into the Q buffer, zero rows up to nr_pad: fp32 rows times mul
+// (load_queries_f32), or bf16 rows as they are, padded to d_pad halves.
 template <bool kBf16>
 void load_queries(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t r0, int nr,
                   int nr_pad, float mul, float* qbuf) {
-  const int d = t.head_dim;
-  if (t.q_index)
-    for (int r = 0; r < std::min(nr, kPrefetchAhead); ++r) prefetch_row(t.dtype, t.q, t.q_row_stride, t.q_index[r0 + r], d);
-  for (int r = 0; r < nr_pad; ++r) {
-    if (t.q_index && r + kPrefetchAhead < nr)
-      prefetch_row(t.dtype, t.q, t.q_row_stride, t.q_index[r0 + r + kPrefetchAhead], d);
-    if constexpr (kBf16) {
+  if constexpr (!kBf16) {
+    load_queries_f32(t, r0, nr, nr_pad, mul, qbuf);
+  } else {
+    const int d = t.head_dim;
+    for (int r = 0; r < nr_pad; ++r) {
+      prefetch_queries_ahead(t, r0, nr, r);
       auto* dst = reinterpret_cast<std::uint16_t*>(qbuf) + static_cast<std::size_t>(r) * L.d_pad;
       if (r < nr) {
         const std::int64_t row = t.q_index ? t.q_index[r0 + r] : r0 + r;
@@ -328,21 +314,6 @@ void load_queries(const DenseAttentionTile& t, const ScratchLayout& L, std::int6
         if (L.d_pad != d) dst[d] = 0;
       } else {
         std::memset(dst, 0, static_cast<std::size_t>(L.d_pad) * 2);
-      }
-    } else {
-      float* dst = qbuf + static_cast<std::size_t>(r) * d;
-      if (r < nr) {
-        const std::int64_t row = t.q_index ? t.q_index[r0 + r] : r0 + r;
-        const void* src = row_address(t.dtype, t.q, t.q_row_stride, row);
-        if (t.dtype == DType::f32) {
-          const float* s = static_cast<const float*>(src);
-          for (int x = 0; x < d; ++x) dst[x] = s[x] * mul;
-        } else {
-          const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
-          for (int x = 0; x < d; ++x) dst[x] = bf16_to_f32(s[x]) * mul;
-        }
-      } else {
-        std::memset(dst, 0, static_cast<std::size_t>(d) * 4);
       }
     }
   }
@@ -478,191 +449,102 @@ void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, fl
   }
 }
 
-// The end of a row tile: rows [r0, r0 + nr) of the tile, accumulated in obuf (unnormalised) with
-// running max m (base 2) and sum l, normalised and written to out and lse, or merged into them.
-void store_rows(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t r0, int nr, float* obuf,
-                const float* m, const float* l) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  const int dv = t.head_dim_v;
-  for (int r = 0; r < nr; ++r) {
-    // The gathered output rows are in L2 since the last key tile, but their address
-    // translations are long gone from the TLBs: touch them again a few rows ahead.
-    if (t.out_index && r + kPrefetchAhead < nr) {
-      const std::int64_t ahead = t.out_index[r0 + r + kPrefetchAhead];
-      prefetch_row(DType::f32, t.out, t.out_row_stride, ahead, dv);
-      if (t.lse) _mm_prefetch(reinterpret_cast<const char*>(t.lse + ahead), _MM_HINT_T0);
-    }
-    const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
-    // The row's result (in place in obuf with merge, else straight into out) and its lse.
-    float* acc = obuf + static_cast<std::size_t>(r) * L.dv_pad;
-    float* o = t.merge ? acc : t.out + orow * t.out_row_stride;
-    float row_lse;
-    if (l[r] > 0.0f) {
-      const __m512 inv = _mm512_set1_ps(1.0f / l[r]);
-      int x = 0;
-      for (; x + kW <= dv; x += kW) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
-      if (x < dv) _mm512_mask_storeu_ps(o + x, prefix_mask(dv - x), _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
-      row_lse = std::fma(kLn2, m[r], std::log(l[r]));
-    } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
-      for (int x = 0; x < dv; ++x) o[x] = l[r];
-      row_lse = l[r];
-    } else {  // no visible key: the empty-set rule
-      for (int x = 0; x < dv; ++x) o[x] = 0.0f;
-      row_lse = kNegInf;
-    }
-    if (t.merge) merge_row(t.out + orow * t.out_row_stride, t.lse + orow, acc, row_lse, dv, combine_rows);
-    else if (t.lse) t.lse[orow] = row_lse;
-  }
-}
-
 // ---- the kernel ---------------------------------------------------------------------------------
+
+// The AVX-512 arithmetic of the row-tile driver (dense_driver.hpp). fp32: Q carries scale * log2 e;
+// bf16 (vdpbf16ps): Q stays exact, the dot product is scaled, and P is rounded to bf16 for P V.
+template <bool kBf16>
+struct Ops : RowTileScratch {
+  const DenseAttentionTile& t;
+  const ScratchLayout L;
+  std::uint16_t* p16;  // [kRowGroup, kKeyTile] bf16 weights
+  float score_mul;     // bf16: the dot product's scale * log2 e
+
+  explicit Ops(const DenseAttentionTile& tile)
+      : RowTileScratch(tile.scratch, scratch_layout(tile.head_dim, tile.head_dim_v)), t(tile),
+        L(scratch_layout(tile.head_dim, tile.head_dim_v)), p16(reinterpret_cast<std::uint16_t*>(tile.scratch + L.p16)),
+        score_mul(kBf16 ? tile.scale * kLog2e : 1.0f) {}
+
+  void load_queries(std::int64_t r0, int nr, int nr_pad) {
+    HYPERATTN_AVX512_NAMESPACE::load_queries<kBf16>(t, L, r0, nr, nr_pad, kBf16 ? 1.0f : t.scale * kLog2e, qbuf);
+  }
+  void pack_keys(std::int64_t c0, int nc) { HYPERATTN_AVX512_NAMESPACE::pack_keys<kBf16>(t, L, c0, nc, kbuf, vbuf, bias); }
+  // S = Q K^T for keys [0, n) rounded up to a chunk.
+  void scores(int g0, int n) {
+    const int d = t.head_dim;
+    for (int cc = 0; cc < n; cc += kKeyChunk) {
+      if constexpr (kBf16) {
+        const int d2 = L.d_pad / 2;
+        scores_bf16(reinterpret_cast<const std::uint32_t*>(qbuf) + static_cast<std::size_t>(g0) * d2, d2,
+                    reinterpret_cast<const std::uint16_t*>(kbuf) + static_cast<std::size_t>(cc) * d2 * 2, s + cc, kKeyTile);
+      } else {
+        scores_f32(qbuf + static_cast<std::size_t>(g0) * d, d, kbuf + static_cast<std::size_t>(cc) * d, s + cc, kKeyTile);
+      }
+    }
+  }
+  static int pv_keys(int n) { return kBf16 ? (n + 1) & ~1 : n; }  // bf16 P V reads key pairs
+  // The lanes of 16 keys from c the row sees: a prefix, further masked by a row window.
+  __mmask16 lanes(int vis, bool win, std::int64_t row, std::int64_t c0, int c) const {
+    const __mmask16 k = prefix_mask(vis - c);
+    return win ? window_lanes(t, row, c0 + c, k) : k;
+  }
+  float row_max(int r, int vis, bool win, std::int64_t row, std::int64_t c0) {
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    float* sr = s + r * kKeyTile;
+    __m512 vmax = _mm512_set1_ps(kNegInf);
+    __mmask16 nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
+    for (int c = 0; c < vis; c += kW) {
+      const __mmask16 k = lanes(vis, win, row, c0, c);
+      const __m512 x = _mm512_fmadd_ps(_mm512_load_ps(sr + c), _mm512_set1_ps(score_mul), _mm512_maskz_loadu_ps(k, bias + c));
+      _mm512_store_ps(sr + c, x);
+      vmax = _mm512_mask_max_ps(vmax, k, vmax, x);
+      nan_lanes |= _mm512_mask_cmp_ps_mask(k, x, x, _CMP_UNORD_Q);
+    }
+    return nan_lanes ? std::numeric_limits<float>::quiet_NaN() : (vis > 0 ? _mm512_reduce_max_ps(vmax) : kNegInf);
+  }
+  void zero_weights(int r, int n) {
+    if constexpr (kBf16) std::memset(p16 + r * kKeyTile, 0, static_cast<std::size_t>(n) * 2);
+    else std::memset(s + r * kKeyTile, 0, static_cast<std::size_t>(n) * 4);
+  }
+  float row_weights(int r, int vis, bool win, std::int64_t row, std::int64_t c0, int n, float mx) {
+    float* sr = s + r * kKeyTile;
+    [[maybe_unused]] std::uint16_t* pr = p16 + r * kKeyTile;
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int c = 0; c < n; c += kW) {
+      const __mmask16 k = lanes(vis, win, row, c0, c);
+      const __m512 p = _mm512_maskz_mov_ps(k, exp2_ps(_mm512_sub_ps(_mm512_load_ps(sr + c), vm)));
+      if constexpr (kBf16) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(pr + c), (__m256i)_mm512_cvtneps_pbh(p));
+      } else {
+        _mm512_store_ps(sr + c, p);
+      }
+      vsum = _mm512_add_ps(vsum, p);
+    }
+    return _mm512_reduce_add_ps(vsum);
+  }
+  // Roundings spelled out (the FMA target would otherwise leave them to the compiler).
+  static float running_sum(float l_old, float c, float sum) { return std::fma(l_old, c, sum); }
+  void accumulate_pv(int g0, int n) {
+    float* og = obuf + static_cast<std::size_t>(g0) * L.dv_pad;
+    if constexpr (kBf16) HYPERATTN_AVX512_NAMESPACE::accumulate_pv<true>(p16, kKeyTile, vbuf, L.dv_pad, n, corr, og, L.dv_pad);
+    else HYPERATTN_AVX512_NAMESPACE::accumulate_pv<false>(s, kKeyTile, vbuf, L.dv_pad, n, corr, og, L.dv_pad);
+  }
+  static void scale_row(float* o, const float* acc, float inv_l, int dv) {
+    const __m512 inv = _mm512_set1_ps(inv_l);
+    int x = 0;
+    for (; x + kW <= dv; x += kW) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
+    if (x < dv) _mm512_mask_storeu_ps(o + x, prefix_mask(dv - x), _mm512_mul_ps(_mm512_load_ps(acc + x), inv));
+  }
+  static void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, float inv, int d) {
+    HYPERATTN_AVX512_NAMESPACE::combine_rows(o_acc, o_new, w_old, w_new, inv, d);
+  }
+};
 
 template <bool kBf16>
 void dense_impl(const DenseAttentionTile& t) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  const ScratchLayout L = scratch_layout(t.head_dim, t.head_dim_v);
-  const int d = t.head_dim;
-  float* qbuf = t.scratch + L.q;      // [kRowTile, d] (bf16: [kRowTile, d_pad] halves)
-  float* obuf = t.scratch + L.o;      // [kRowTile, dv_pad]
-  float* m = t.scratch + L.m;         // [kRowTile] running max (base 2)
-  float* l = t.scratch + L.l;         // [kRowTile] running sum
-  float* corr = t.scratch + L.corr;   // [kRowGroup]
-  float* kbuf = t.scratch + L.k;      // key panels
-  float* vbuf = t.scratch + L.v;      // value rows
-  float* s = t.scratch + L.s;         // [kRowGroup, kKeyTile] scores, then fp32 weights
-  auto* p16 = reinterpret_cast<std::uint16_t*>(t.scratch + L.p16);  // [kRowGroup, kKeyTile] bf16 weights
-  float* bias = t.scratch + L.bias;   // [kKeyTile]
-  // fp32: Q carries scale*log2e; bf16: Q stays exact and the dot product is scaled.
-  const float q_mul = kBf16 ? 1.0f : t.scale * kLog2e;
-  const float score_mul = kBf16 ? t.scale * kLog2e : 1.0f;
-
-  for (std::int64_t r0 = 0; r0 < t.rows; r0 += kRowTile) {
-    const int nr = static_cast<int>(std::min<std::int64_t>(kRowTile, t.rows - r0));
-    const int nr_pad = static_cast<int>(round_up(static_cast<std::size_t>(nr), kRowGroup));
-    load_queries<kBf16>(t, L, r0, nr, nr_pad, q_mul, qbuf);
-    for (int r = 0; r < nr_pad; ++r) {
-      m[r] = kNegInf;
-      l[r] = 0.0f;
-    }
-    std::memset(obuf, 0, static_cast<std::size_t>(nr_pad) * L.dv_pad * sizeof(float));
-    std::int64_t key_end = std::clamp<std::int64_t>(r0 + nr - 1 + t.causal_diagonal + 1, 0, t.keys);
-    if (t.row_window != nullptr) {  // also past every row's window limit (window_key_limit)
-      std::int64_t end = 0;
-      for (int r = 0; r < nr; ++r)
-        end = std::max(end, std::min(std::clamp<std::int64_t>(r0 + r + t.causal_diagonal + 1, 0, t.keys),
-                                     window_key_limit(t, r0 + r)));
-      key_end = end;
-    }
-
-    for (std::int64_t c0 = 0; c0 < key_end; c0 += kKeyTile) {
-      const int nc = static_cast<int>(std::min<std::int64_t>(kKeyTile, key_end - c0));
-      pack_keys<kBf16>(t, L, c0, nc, kbuf, vbuf, bias);
-
-      for (int g0 = 0; g0 < nr_pad; g0 += kRowGroup) {
-        int visible[kRowGroup];
-        bool windowed[kRowGroup];
-        int group_end = 0;
-        for (int r = 0; r < kRowGroup; ++r) {
-          const int row = g0 + r;
-          visible[r] = row < nr ? static_cast<int>(std::clamp<std::int64_t>(
-                                      std::min(r0 + row + t.causal_diagonal + 1, window_key_limit(t, r0 + row)) - c0, 0, nc))
-                                : 0;
-          windowed[r] = row < nr && has_window(t, r0 + row);
-          group_end = std::max(group_end, visible[r]);
-        }
-        // Prefetch the next key tile's rows a slice per row group, so their cache misses overlap
-        // this tile's arithmetic (gathered rows miss everywhere; contiguous ones come from L3 or
-        // DRAM once per row tile).
-        if (c0 + kKeyTile < key_end) {
-          const std::int64_t next = c0 + kKeyTile;
-          prefetch_key_slice(t, next, std::min<std::int64_t>(kKeyTile, key_end - next), g0 / kRowGroup,
-                             nr_pad / kRowGroup);
-        }
-        // During the last key tile: this group's gathered output rows, stored or merged into
-        // at the end of the row tile, and a slice of the rows the next tile starts with.
-        if (c0 + kKeyTile >= key_end) {
-          prefetch_out_rows(t, r0 + g0, std::min(kRowGroup, nr - std::min(nr, g0)));
-          if (t.next != nullptr && r0 + kRowTile >= t.rows)
-            prefetch_tile_start(*t.next, kRowTile, kKeyTile, g0 / kRowGroup, nr_pad / kRowGroup);
-        }
-        if (group_end == 0) continue;  // the whole group is masked for this key tile
-
-        // S = Q K^T for keys [0, group_end) rounded up to a chunk.
-        for (int cc = 0; cc < group_end; cc += kKeyChunk) {
-          if constexpr (kBf16) {
-            const int d2 = L.d_pad / 2;
-            scores_bf16(reinterpret_cast<const std::uint32_t*>(qbuf) + static_cast<std::size_t>(g0) * d2, d2,
-                        reinterpret_cast<const std::uint16_t*>(kbuf) + static_cast<std::size_t>(cc) * d2 * 2,
-                        s + cc, kKeyTile);
-          } else {
-            scores_f32(qbuf + static_cast<std::size_t>(g0) * d, d, kbuf + static_cast<std::size_t>(cc) * d, s + cc,
-                       kKeyTile);
-          }
-        }
-
-        // Online softmax, one row at a time, vectorised over keys.
-        const int pv_keys = kBf16 ? (group_end + 1) & ~1 : group_end;
-        for (int r = 0; r < kRowGroup; ++r) {
-          float* sr = s + r * kKeyTile;
-          std::uint16_t* pr = p16 + r * kKeyTile;
-          const int vis = visible[r];
-          // The lanes of 16 keys from c this row sees: a prefix, further masked by a row window.
-          const bool win = windowed[r];
-          const auto lanes = [&](int c) {
-            const __mmask16 k = prefix_mask(vis - c);
-            return win ? window_lanes(t, r0 + g0 + r, c0 + c, k) : k;
-          };
-          __m512 vmax = _mm512_set1_ps(kNegInf);
-          __mmask16 nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
-          for (int c = 0; c < vis; c += kW) {
-            const __mmask16 k = lanes(c);
-            const __m512 x = _mm512_fmadd_ps(_mm512_load_ps(sr + c), _mm512_set1_ps(score_mul),
-                                             _mm512_maskz_loadu_ps(k, bias + c));
-            _mm512_store_ps(sr + c, x);
-            vmax = _mm512_mask_max_ps(vmax, k, vmax, x);
-            nan_lanes |= _mm512_mask_cmp_ps_mask(k, x, x, _CMP_UNORD_Q);
-          }
-          const float tile_max = nan_lanes ? std::numeric_limits<float>::quiet_NaN()
-                                           : (vis > 0 ? _mm512_reduce_max_ps(vmax) : kNegInf);
-          const int row = g0 + r;
-          if (tile_max == kNegInf) {  // nothing visible (or every bias -inf): weights 0, O unchanged
-            corr[r] = 1.0f;
-            if constexpr (kBf16) std::memset(pr, 0, static_cast<std::size_t>(pv_keys) * 2);
-            else std::memset(sr, 0, static_cast<std::size_t>(pv_keys) * 4);
-            continue;
-          }
-          // NaN is sticky: std::max(NaN, x) keeps the NaN running max, and a NaN tile max sets it.
-          const float m_new = tile_max != tile_max ? tile_max : std::max(m[row], tile_max);
-          // 2^(m - m_new): 0 on the first visible tile (m = -inf), 1 where the max stays; both exact
-          // (C Annex F), so only the other cases need the call.
-          const float dm = m[row] - m_new;
-          corr[r] = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
-          const __m512 vm = _mm512_set1_ps(m_new);
-          __m512 vsum = _mm512_setzero_ps();
-          for (int c = 0; c < pv_keys; c += kW) {
-            const __mmask16 k = lanes(c);
-            const __m512 p = _mm512_maskz_mov_ps(k, exp2_ps(_mm512_sub_ps(_mm512_load_ps(sr + c), vm)));
-            if constexpr (kBf16) {
-              _mm256_store_si256(reinterpret_cast<__m256i*>(pr + c), (__m256i)_mm512_cvtneps_pbh(p));
-            } else {
-              _mm512_store_ps(sr + c, p);
-            }
-            vsum = _mm512_add_ps(vsum, p);
-          }
-          // Roundings spelled out (the FMA target would otherwise leave them to the compiler).
-          l[row] = std::fma(l[row], corr[r], _mm512_reduce_add_ps(vsum));
-          m[row] = m_new;
-        }
-
-        // O = corr * O + P V.
-        float* og = obuf + static_cast<std::size_t>(g0) * L.dv_pad;
-        if constexpr (kBf16) accumulate_pv<true>(p16, kKeyTile, vbuf, L.dv_pad, pv_keys, corr, og, L.dv_pad);
-        else accumulate_pv<false>(s, kKeyTile, vbuf, L.dv_pad, pv_keys, corr, og, L.dv_pad);
-      }
-    }
-
-    store_rows(t, L, r0, nr, obuf, m, l);
-  }
+  Ops<kBf16> ops(t);
+  dense_rows(t, ops);
 }
 
 // ---- small row tiles (fp32) ---------------------------------------------------------------------
@@ -798,9 +680,8 @@ void window_row(const DenseAttentionTile& t, const float* x, const std::int32_t*
     }
     const float tile_max = nan_lanes ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(vmax);
     if (tile_max == kNegInf) continue;  // weights 0, O unchanged (times corr 1)
-    const float m_new = tile_max != tile_max ? tile_max : std::max(m, tile_max);
-    const float dm = m - m_new;
-    const float corr = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
+    const RunningMax next = advance_max(m, tile_max);
+    const float m_new = next.m, corr = next.corr;
     const __m512 vm = _mm512_set1_ps(m_new);
     __m512 vsum = _mm512_setzero_ps();
     for (int c = 0; c < vis; c += kW) {
@@ -1009,10 +890,9 @@ void dense_small(const DenseAttentionTile& t, bool compact) {
           continue;
         }
         active |= static_cast<__mmask16>(1u << r);
-        const float m_new = tile_max != tile_max ? tile_max : std::max(m[row], tile_max);
-        const float dm = m[row] - m_new;
-        corr[row] = dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm);
-        mnew[r] = m_new;
+        const RunningMax next = advance_max(m[row], tile_max);
+        corr[row] = next.corr;
+        mnew[r] = next.m;
       }
       // Weights, and their sums as dense_impl forms them: 16 partial sums by key index mod 16.
       const __m512 vm = _mm512_load_ps(mnew);
@@ -1063,7 +943,7 @@ void dense_small(const DenseAttentionTile& t, bool compact) {
     window_row(t, wx + static_cast<std::size_t>(w) * kWinKeys, wpos + static_cast<std::size_t>(w) * kWinKeys, win_count[w],
                st, obuf + static_cast<std::size_t>(r) * L.dv_pad, &m[r], &l[r]);
   }
-  store_rows(t, L, 0, nr, obuf, m, l);
+  store_rows<Ops<false>>(t, 0, nr, obuf, L.dv_pad, m, l);
 }
 
 void dense(const DenseAttentionTile& t) {
