@@ -159,7 +159,7 @@ inline __mmask16 window_lanes(const DenseAttentionTile& t, std::int64_t row, std
 // ---- S = Q K^T microkernels: 8 rows x 32 keys -------------------------------------------------
 
 // q: [8, d] fp32 pre-scaled; panel: [d, 32]; s: [8, lds].
-inline void scores_f32(const float* q, int d, const float* panel, float* s, int lds) {
+[[gnu::always_inline]] inline void scores_f32(const float* q, int d, const float* panel, float* s, int lds) {
   __m512 a0[kRowGroup], a1[kRowGroup];
   for (int r = 0; r < kRowGroup; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
   for (int x = 0; x < d; ++x) {
@@ -178,7 +178,8 @@ inline void scores_f32(const float* q, int d, const float* panel, float* s, int 
 }
 
 // q: [8, d2] bf16 pairs; panel: [d2, 32 keys, 2] bf16; s: [8, lds].
-inline void scores_bf16(const std::uint32_t* q, int d2, const std::uint16_t* panel, float* s, int lds) {
+[[gnu::always_inline]] inline void scores_bf16(const std::uint32_t* q, int d2, const std::uint16_t* panel, float* s,
+                                               int lds) {
   __m512 a0[kRowGroup], a1[kRowGroup];
   for (int r = 0; r < kRowGroup; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
   for (int x = 0; x < d2; ++x) {
@@ -193,6 +194,21 @@ inline void scores_bf16(const std::uint32_t* q, int d2, const std::uint16_t* pan
   for (int r = 0; r < kRowGroup; ++r) {
     _mm512_store_ps(s + r * lds, a0[r]);
     _mm512_store_ps(s + r * lds + kW, a1[r]);
+  }
+}
+
+// S = Q K^T of rows [g0, g0 + 8) against keys [0, n) rounded up to a chunk: its own function, so
+// the microkernel's registers do not depend on what the driver around it keeps live (as avx2.cpp).
+template <bool kBf16>
+[[gnu::noinline]] void scores_group(const float* qbuf, int g0, int d, int d_pad, const float* kbuf, float* s, int n) {
+  for (int cc = 0; cc < n; cc += kKeyChunk) {
+    if constexpr (kBf16) {
+      const int d2 = d_pad / 2;
+      scores_bf16(reinterpret_cast<const std::uint32_t*>(qbuf) + static_cast<std::size_t>(g0) * d2, d2,
+                  reinterpret_cast<const std::uint16_t*>(kbuf) + static_cast<std::size_t>(cc) * d2 * 2, s + cc, kKeyTile);
+    } else {
+      scores_f32(qbuf + static_cast<std::size_t>(g0) * d, d, kbuf + static_cast<std::size_t>(cc) * d, s + cc, kKeyTile);
+    }
   }
 }
 
@@ -469,19 +485,7 @@ struct Ops : RowTileScratch {
     HYPERATTN_AVX512_NAMESPACE::load_queries<kBf16>(t, L, r0, nr, nr_pad, kBf16 ? 1.0f : t.scale * kLog2e, qbuf);
   }
   void pack_keys(std::int64_t c0, int nc) { HYPERATTN_AVX512_NAMESPACE::pack_keys<kBf16>(t, L, c0, nc, kbuf, vbuf, bias); }
-  // S = Q K^T for keys [0, n) rounded up to a chunk.
-  void scores(int g0, int n) {
-    const int d = t.head_dim;
-    for (int cc = 0; cc < n; cc += kKeyChunk) {
-      if constexpr (kBf16) {
-        const int d2 = L.d_pad / 2;
-        scores_bf16(reinterpret_cast<const std::uint32_t*>(qbuf) + static_cast<std::size_t>(g0) * d2, d2,
-                    reinterpret_cast<const std::uint16_t*>(kbuf) + static_cast<std::size_t>(cc) * d2 * 2, s + cc, kKeyTile);
-      } else {
-        scores_f32(qbuf + static_cast<std::size_t>(g0) * d, d, kbuf + static_cast<std::size_t>(cc) * d, s + cc, kKeyTile);
-      }
-    }
-  }
+  void scores(int g0, int n) { scores_group<kBf16>(qbuf, g0, t.head_dim, L.d_pad, kbuf, s, n); }
   static int pv_keys(int n) { return kBf16 ? (n + 1) & ~1 : n; }  // bf16 P V reads key pairs
   // The lanes of 16 keys from c the row sees: a prefix, further masked by a row window.
   __mmask16 lanes(int vis, bool win, std::int64_t row, std::int64_t c0, int c) const {
@@ -490,12 +494,15 @@ struct Ops : RowTileScratch {
   }
   float row_max(int r, int vis, bool win, std::int64_t row, std::int64_t c0) {
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    float* sr = s + r * kKeyTile;
+    // Members into locals first: the vector stores below may alias anything, members included.
+    float* const sr = s + r * kKeyTile;
+    const float* const b = bias;
+    const __m512 mul = _mm512_set1_ps(score_mul);
     __m512 vmax = _mm512_set1_ps(kNegInf);
     __mmask16 nan_lanes = 0;  // max drops NaN: track it so a NaN input row gives NaN, not "no key"
     for (int c = 0; c < vis; c += kW) {
       const __mmask16 k = lanes(vis, win, row, c0, c);
-      const __m512 x = _mm512_fmadd_ps(_mm512_load_ps(sr + c), _mm512_set1_ps(score_mul), _mm512_maskz_loadu_ps(k, bias + c));
+      const __m512 x = _mm512_fmadd_ps(_mm512_load_ps(sr + c), mul, _mm512_maskz_loadu_ps(k, b + c));
       _mm512_store_ps(sr + c, x);
       vmax = _mm512_mask_max_ps(vmax, k, vmax, x);
       nan_lanes |= _mm512_mask_cmp_ps_mask(k, x, x, _CMP_UNORD_Q);
@@ -507,8 +514,8 @@ struct Ops : RowTileScratch {
     else std::memset(s + r * kKeyTile, 0, static_cast<std::size_t>(n) * 4);
   }
   float row_weights(int r, int vis, bool win, std::int64_t row, std::int64_t c0, int n, float mx) {
-    float* sr = s + r * kKeyTile;
-    [[maybe_unused]] std::uint16_t* pr = p16 + r * kKeyTile;
+    float* const sr = s + r * kKeyTile;
+    [[maybe_unused]] std::uint16_t* const pr = p16 + r * kKeyTile;
     const __m512 vm = _mm512_set1_ps(mx);
     __m512 vsum = _mm512_setzero_ps();
     for (int c = 0; c < n; c += kW) {
