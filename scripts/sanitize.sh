@@ -64,7 +64,7 @@ run_tsan() {
   echo "== sanitizer: TSan (build-tsan, $cxx, -fsanitize=thread) over the multithreaded tests"
   local t0=$SECONDS
   # Only what the selected tests need (the other test binaries are not built, so not listed).
-  configure_build build-tsan "-fsanitize=thread" test_cpu_kernels test_core test_model test_tool_support test_cli hyperattn_cli
+  configure_build build-tsan "-fsanitize=thread" test_cpu_kernels test_api test_core test_model test_tool_support test_cli hyperattn_cli
   echo "== sanitizer: TSan build took $((SECONDS - t0)) s"
   t0=$SECONDS
   local args=("$@")

@@ -86,7 +86,7 @@ HYPER = dict(block_size=32, sample_size=32, min_seq_len=64, lsh_bits=4, seed=3)
 def test_hyper_value_gradient_is_the_estimators(causal):
     """Given q and k, HyperAttention's key sets (hashes and samples) are fixed and its output is linear in v,
     so a central difference along v is exact up to fp32 rounding: the operator's dv must match it. (dq and dk
-    are checked against the double-precision closed form in the C++ suite, tests/core/test_backward.cpp.)"""
+    are checked against the double-precision closed form in the C++ suite, tests/api/test_backward.cpp.)"""
     q, k, v = (rand((1, 2, 512, 64), i) for i in (1, 2, 3))
     args = [x.clone().requires_grad_() for x in (q, k, v)]
     out = hyperattn.attention(*args, causal=causal, **HYPER)

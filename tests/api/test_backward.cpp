@@ -1,4 +1,4 @@
-// tests/core/test_backward.cpp: the backward pass of exact attention and HyperAttention against the
+// tests/api/test_backward.cpp: the backward pass of exact attention and HyperAttention against the
 // double-precision closed form (reference::backward_sets over the reference's own key sets), which
 // is itself checked against central finite differences.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// tests/core/test_testdata.cpp: the independent test vectors of ../shared/testdata/hyper_noncausal
+// tests/api/test_testdata.cpp: the independent test vectors of ../shared/testdata/hyper_noncausal
 // (copied to tests/data/hyper_noncausal), randomness injected, reproduced to fp32 rounding by the
 // fast path and by the double reference.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// tests/core/test_numerics.cpp: numerical robustness against the double reference (issue 15):
+// tests/api/test_numerics.cpp: numerical robustness against the double reference (issue 15):
 // finite inputs whose fp32 scores or sums would overflow are refused with a message; large but
 // representable magnitudes, all-equal keys, denormals, one token and one query against 131072 keys
 // compute what the reference computes. (Rows that see no key: ExactAttention.EmptyRowsFollowTheEmptySetRule

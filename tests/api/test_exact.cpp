@@ -1,4 +1,4 @@
-// tests/core/test_exact.cpp: exact attention against the double reference, over shapes, layouts,
+// tests/api/test_exact.cpp: exact attention against the double reference, over shapes, layouts,
 // dtypes, grouped heads, causal alignments and thread counts.
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// tests/core/attention_tester.hpp: builds random attention problems in any layout and dtype,
+// tests/api/attention_tester.hpp: builds random attention problems in any layout and dtype,
 // runs the library and the double reference, and measures the error; GradProblem adds the
 // backward pass's incoming gradients and outputs.
 #pragma once

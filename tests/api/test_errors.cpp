@@ -1,4 +1,4 @@
-// tests/core/test_errors.cpp: every invalid input gets a Status naming the argument, never a crash.
+// tests/api/test_errors.cpp: every invalid input gets a Status naming the argument, never a crash.
 #include <gtest/gtest.h>
 
 #include <limits>

@@ -1,4 +1,4 @@
-// tests/core/test_hyper.cpp: HyperAttention against the double reference and the properties of
+// tests/api/test_hyper.cpp: HyperAttention against the double reference and the properties of
 // the specification's §7.
 #include <gtest/gtest.h>
 

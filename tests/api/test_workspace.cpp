@@ -1,4 +1,4 @@
-// tests/core/test_workspace.cpp: the caller-provided-memory protocol (check -> workspace size ->
+// tests/api/test_workspace.cpp: the caller-provided-memory protocol (check -> workspace size ->
 // run, include/hyperattn/attention.hpp): the same bytes as the allocating calls from a workspace
 // poisoned with NaN patterns and misaligned, nothing written past its end, a workspace one byte
 // short refused with both sizes named, and no heap use that grows with the problem.
