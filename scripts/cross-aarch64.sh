@@ -82,13 +82,14 @@ echo "== aarch64: cross-build done ($(since "$t0")): library, CLI (build-aarch64
 #    floating point is 20-100 times slower than native. The CI subset is the whole suite less the
 #    tests that take more than about 10 s under qemu (the statistical unbiasedness checks of the
 #    sampling estimators, the large HyperAttention reference comparisons, the bundled model's
-#    perplexity runs, `hyperattn eval`, the exp check over all 2^32 floats): it keeps exact
+#    perplexity runs, `hyperattn eval`, the exp check over all 2^32 floats, the conformance table,
+#    whose every entry the per-operation tests cover): it keeps exact
 #    attention, HyperAttention (causal recursion, bf16, test vectors), every *Backward* test, the
 #    kernel tests, the .npy/.safetensors parsers, the model runner's unit tests and the CLI.
 slow='IsUnbiased|^HyperAttention\.NonCausalMatchesReference$|^HyperAttention\.SameSeedSameBytesForAnyThreadCount$'
 slow+='|^HyperVariants\.(LocalWindowMatchesReference|SinksAndStratifiedMatchReference)$'
 slow+='|^VectorMath\.ExpWithinTwoUlpOverAllFloats$|^LlamaReference\.(ReproducesTokensNllAndLogits|Bf16MatmulKeepsThePerplexity)$'
-slow+='|^Bf16Gemm\.MatchesDoubleProductOfRoundedOperands$|^Cli\.Eval'
+slow+='|^Bf16Gemm\.MatchesDoubleProductOfRoundedOperands$|^Cli\.Eval|^Conformance\.'
 t0=$(now)
 if ((all)); then
   echo "== aarch64: running the whole test suite under qemu-user"

@@ -3,6 +3,8 @@
 // backward pass's incoming gradients and outputs.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -169,6 +171,40 @@ inline Error compare(const Problem& p, const reference::Output& ref) {
 inline double fp32_out_tolerance(std::int64_t head_dim, std::int64_t keys) {
   const double eps = 0x1.0p-24;
   return 10.0 * (static_cast<double>(head_dim) * eps * 10.0 + static_cast<double>(keys) * eps) + 1e-6;
+}
+
+// ---- gradients --------------------------------------------------------------------------------
+
+inline std::vector<double> values(const Tensor& t) { return reference::to_double(t.view); }
+
+// max |x - ref| / max |ref| (1 where ref is all zero and x is not).
+inline double relative_max_error(const std::vector<double>& x, const std::vector<double>& ref) {
+  double err = 0.0, mag = 0.0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double e = std::abs(x[i] - ref[i]);
+    err = std::max(err, std::isnan(e) ? INFINITY : e);
+    mag = std::max(mag, std::abs(ref[i]));
+  }
+  return mag > 0.0 ? err / mag : (err > 0.0 ? 1.0 : 0.0);
+}
+
+// Tolerance of a gradient relative to its largest element (docs/numerics.md, "Backward"): every
+// term passes through fp32 dot products of length d and sums over up to `keys` keys (or rows), each
+// contributing at most eps32 relative error of the terms' magnitude; the terms' magnitudes exceed
+// the result's largest element by at most ~8x on these unit-variance problems. bf16 inputs add the
+// rounding of O (used in delta = <dO, O>) and of the gradients to 8 bits: 2^-8 each.
+inline double grad_tolerance(DType dtype, DType grad_dtype, std::int64_t head_dim, std::int64_t keys) {
+  const double eps = 0x1.0p-24;
+  double tol = 8.0 * 4.0 * static_cast<double>(head_dim + keys) * eps;
+  if (dtype == DType::bf16) tol += 3.0 * 0x1.0p-8;
+  if (grad_dtype == DType::bf16) tol += 0x1.0p-8;
+  return tol;
+}
+
+inline void expect_gradients_match(GradProblem& gp, const reference::Gradients& ref, double tol, const char* what) {
+  EXPECT_LE(relative_max_error(values(gp.dq), ref.dq), tol) << what << ": dq";
+  EXPECT_LE(relative_max_error(values(gp.dk), ref.dk), tol) << what << ": dk";
+  EXPECT_LE(relative_max_error(values(gp.dv), ref.dv), tol) << what << ": dv";
 }
 
 }  // namespace hyperattn::testing
