@@ -313,52 +313,43 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
   const std::uint64_t block_state = rng::block_bits(c.seed, rng::Stream::sample, static_cast<std::uint64_t>(b),
                                                    static_cast<std::uint64_t>(hq), p.subproblem, static_cast<std::uint64_t>(beta));
   auto random_bits = [&](std::int64_t i) { return rng::bits_of(block_state, static_cast<std::uint64_t>(i)); };
+  // The draws and their weights are key_selection's (core/key_selection.hpp); here the loops.
   if (c.sampling == Sampling::stratified) {
-    // One draw per stratum of the sorted order outside the block: stratum i holds outside
-    // positions [i*N/m, (i+1)*N/m) and its draw carries its size as weight (unbiased; strata of
-    // similar hash buckets make the estimate less noisy than independent draws).
     // Strata hold floor(outside / m) or one more keys: two logarithms serve every draw.
     key_selection::StratumWalk walk(outside, m);
     const std::int64_t small = walk.small();
-    const float log_small = static_cast<float>(std::log(static_cast<double>(small)));
-    const float log_large = static_cast<float>(std::log(static_cast<double>(small + 1)));
+    const float log_small = key_selection::log_weight(static_cast<double>(small));
+    const float log_large = key_selection::log_weight(static_cast<double>(small + 1));
     for (std::int64_t i = 0; i < m; ++i) {
       const key_selection::Stratum st = walk.next();
-      const std::int64_t size = st.size;
-      const std::int64_t u = st.lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
-      keys[i] = kperm[key_selection::outside_position(u, range)];
-      biases[i] = size == small ? log_small : log_large;
+      keys[i] = kperm[key_selection::outside_position(key_selection::stratum_draw(random_bits(i), st), range)];
+      biases[i] = st.size == small ? log_small : log_large;
     }
     return fixed + m;
   }
   if (c.sampling == Sampling::position_stratified) {
-    // One draw from each of m equal strata of the hashed keys in position order, weighted by its
-    // stratum's size; a draw that lands in the query block's own keys contributes nothing (its
-    // bias is -inf), so the estimate of the sums outside the block stays unbiased.
+    // A draw in the query block's own keys contributes nothing (bias -inf).
     const std::int32_t* rank = ctx.k_rank + (b * ctx.heads_kv + hkv) * ctx.n_k;
     for (std::int64_t i = 0; i < m; ++i) {
       const key_selection::Stratum st = key_selection::stratum(i, nk, m);
-      const std::int64_t size = st.size;
-      const std::int64_t pos = lsh_k0 + st.lo + static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(size)));
+      const std::int64_t pos = lsh_k0 + key_selection::stratum_draw(random_bits(i), st);
       const std::int64_t r = rank[pos];
       keys[i] = static_cast<std::int32_t>(pos);
       biases[i] = (r >= start && r < start + blk) ? -std::numeric_limits<float>::infinity()
-                                                  : static_cast<float>(std::log(static_cast<double>(size)));
+                                                  : key_selection::log_weight(static_cast<double>(st.size));
     }
     return fixed + m;
   }
   if (c.sampling == Sampling::uniform) {
-    const float bias = static_cast<float>(std::log(static_cast<double>(outside) / static_cast<double>(m)));
+    const float bias = key_selection::log_weight(key_selection::uniform_weight(outside, m));
     for (std::int64_t i = 0; i < m; ++i) {
-      const std::int64_t u = static_cast<std::int64_t>(rng::uniform_below(random_bits(i), static_cast<std::uint64_t>(outside)));
-      keys[i] = kperm[key_selection::outside_position(u, range)];
+      keys[i] = kperm[key_selection::outside_position(key_selection::uniform_draw(random_bits(i), outside), range)];
       biases[i] = bias;
     }
     return fixed + m;
   }
-  // value_norm: a defensive mixture p_j = 1/2 * ||v_j||^2 / W + 1/2 * 1/outside over the keys
-  // outside the block (W their total squared norm), so every key keeps a positive probability and
-  // both the numerator and the denominator stay unbiased; bias = log(1 / (m p_j)).
+  // value_norm (key_selection::value_norm_probability): half the draws uniform, half by the prefix
+  // sums of ||v_j||^2 in sorted order, skipping the block's mass.
   const double* cum = ctx.k_cum + (b * ctx.heads_kv + hkv) * ctx.n_k + lsh_k0;  // inclusive, sorted order
   const double* norm2 = ctx.v_norm2 + (b * ctx.heads_kv + hkv) * ctx.n_k;
   const double before = start > 0 ? cum[start - 1] : 0.0;
@@ -370,8 +361,7 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
     const std::uint64_t bits = random_bits(i);
     std::int64_t pos;
     if ((bits >> 63) == 0 || w_out <= 0.0) {  // the uniform half of the mixture
-      const std::int64_t u = static_cast<std::int64_t>(rng::uniform_below(bits << 1, static_cast<std::uint64_t>(outside)));
-      pos = key_selection::outside_position(u, range);
+      pos = key_selection::outside_position(key_selection::uniform_draw(bits << 1, outside), range);
     } else {  // the norm-proportional half: invert the prefix sums, skipping the block's mass
       double u = rng::uniform01(bits << 1) * w_out;
       if (u >= before) u += inside;
@@ -381,9 +371,7 @@ std::int64_t gather_block_keys(Context& ctx, const Part& p, std::int64_t b, std:
       pos = std::clamp(pos, lo, hi - 1);
     }
     const std::int32_t key = kperm[pos];
-    // With no mass outside the block every draw was uniform: p = 1/outside.
-    const double prob = w_out > 0.0 ? 0.5 * norm2[key] / w_out + 0.5 / static_cast<double>(outside)
-                                    : 1.0 / static_cast<double>(outside);
+    const double prob = key_selection::value_norm_probability(norm2[key], w_out, outside);
     keys[i] = key;
     biases[i] = static_cast<float>(-std::log(static_cast<double>(m) * prob));
   }

@@ -98,14 +98,14 @@ HYPERATTN_HD inline void tile_key(const AttentionParams& p, const Problem& pr, c
   const std::uint64_t bits = rng::bits(p.seed, rng::Stream::sample, static_cast<std::uint64_t>(h.batch),
                                        static_cast<std::uint64_t>(h.head_q), pr.subproblem,
                                        static_cast<std::uint64_t>(t.block), static_cast<std::uint64_t>(i));
-  std::int64_t u;
-  if (p.stratified) {  // one draw in stratum i of the sorted order outside the block, weight its size
+  std::int64_t u;  // the draws and their weights: core/key_selection.hpp
+  if (p.stratified) {
     const key_selection::Stratum st = key_selection::stratum(i, outside, m);
-    u = st.lo + static_cast<std::int64_t>(rng::uniform_below(bits, static_cast<std::uint64_t>(st.size)));
-    *bias_log2 = static_cast<float>(std::log(static_cast<double>(st.size))) * kLog2e;
+    u = key_selection::stratum_draw(bits, st);
+    *bias_log2 = key_selection::log_weight(static_cast<double>(st.size)) * kLog2e;
   } else {
-    u = static_cast<std::int64_t>(rng::uniform_below(bits, static_cast<std::uint64_t>(outside)));
-    *bias_log2 = static_cast<float>(std::log(static_cast<double>(outside) / static_cast<double>(m))) * kLog2e;
+    u = key_selection::uniform_draw(bits, outside);
+    *bias_log2 = key_selection::log_weight(key_selection::uniform_weight(outside, m)) * kLog2e;
   }
   *position = lsh_k0 + perm[key_selection::outside_position(u, r)];
 }
