@@ -134,6 +134,34 @@ struct GradProblem {
   }
 };
 
+// A small HyperAttention config for tests: blocks and samples of `keys` each, attention exact
+// below min_seq_len, the rest as named (designated initializers: {.causal = true, .keys = 16}).
+struct SmallHyper {
+  bool causal = false;
+  Sampling sampling = Sampling::uniform;
+  std::int64_t sinks = 0, window = 0;
+  std::int64_t keys = 32;  // block_size = sample_size
+  std::int64_t min_seq_len = 64;
+  int lsh_bits = 7;
+  std::uint64_t seed = 0;
+  int threads = 0;
+};
+
+inline AttentionConfig small_hyper_config(const SmallHyper& s) {
+  AttentionConfig c;
+  c.causal = s.causal;
+  c.threads = s.threads;
+  c.lsh_bits = s.lsh_bits;
+  c.block_size = s.keys;
+  c.sample_size = s.keys;
+  c.min_seq_len = s.min_seq_len;
+  c.seed = s.seed;
+  c.sampling = s.sampling;
+  c.sink_keys = s.sinks;
+  c.local_window = s.window;
+  return c;
+}
+
 // max |out - ref| over all elements, and max |lse - ref| (inf where exactly one is -inf).
 struct Error {
   double out_max_abs = 0.0, lse_max_abs = 0.0, out_rel_fro = 0.0;

@@ -145,17 +145,7 @@ struct HyperCase {
 };
 
 AttentionConfig small_hyper(bool causal, Sampling sampling, std::int64_t sinks, std::int64_t window) {
-  AttentionConfig c;
-  c.causal = causal;
-  c.block_size = 32;
-  c.sample_size = 32;
-  c.min_seq_len = 64;
-  c.lsh_bits = 4;
-  c.seed = 7;
-  c.sampling = sampling;
-  c.sink_keys = sinks;
-  c.local_window = window;
-  return c;
+  return small_hyper_config({.causal = causal, .sampling = sampling, .sinks = sinks, .window = window, .lsh_bits = 4, .seed = 7});
 }
 
 TEST(HyperBackward, MatchesClosedFormOfTheEstimator) {

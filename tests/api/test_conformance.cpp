@@ -56,17 +56,8 @@ const std::vector<ProblemKind>& kinds() {
 }
 
 AttentionConfig config_of(const ProblemKind& k) {
-  AttentionConfig c;
-  c.causal = k.causal;
-  c.threads = 2;
-  c.block_size = 16;
-  c.sample_size = 16;
-  c.min_seq_len = 64;
-  c.seed = 29;
-  c.sampling = k.sampling;
-  c.sink_keys = k.sinks;
-  c.local_window = k.window;
-  return c;
+  return small_hyper_config({.causal = k.causal, .sampling = k.sampling, .sinks = k.sinks, .window = k.window, .keys = 16,
+                             .min_seq_len = 64, .seed = 29, .threads = 2});
 }
 
 void check_forward(Operation op, const ProblemKind& k) {

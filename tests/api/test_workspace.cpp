@@ -40,17 +40,8 @@ struct Case {
 };
 
 AttentionConfig hyper_config(bool causal, Sampling sampling, std::int64_t sinks = 0, std::int64_t window = 0) {
-  AttentionConfig c;
-  c.causal = causal;
-  c.threads = 2;
-  c.block_size = 64;
-  c.sample_size = 64;
-  c.min_seq_len = 256;
-  c.seed = 17;
-  c.sampling = sampling;
-  c.sink_keys = sinks;
-  c.local_window = window;
-  return c;
+  return small_hyper_config({.causal = causal, .sampling = sampling, .sinks = sinks, .window = window, .keys = 64,
+                             .min_seq_len = 256, .seed = 17, .threads = 2});
 }
 
 AttentionConfig exact_config(bool causal) {
