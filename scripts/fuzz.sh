@@ -23,7 +23,7 @@ fi
 jobs="${HYPERATTN_FUZZ_JOBS:-$(nproc)}"
 t0=$SECONDS
 cmake -S fuzz -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$cxx" \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" >/dev/null
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" >/dev/null
 cmake --build build-fuzz -j "$jobs"
 echo "== fuzz: build took $((SECONDS - t0)) s"
 for name in "${harnesses[@]}"; do
