@@ -99,10 +99,24 @@ struct RunningMax {
   float m;
   float corr;
 };
+// The running max itself (what the scalar kernel, in base e, takes from this rule).
+inline float sticky_max(float m, float tile_max) { return tile_max != tile_max ? tile_max : std::max(m, tile_max); }
 inline RunningMax advance_max(float m, float tile_max) {
-  const float m_new = tile_max != tile_max ? tile_max : std::max(m, tile_max);
+  const float m_new = sticky_max(m, tile_max);
   const float dm = m - m_new;
   return {m_new, dm == 0.0f ? 1.0f : dm == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp2(dm)};
+}
+
+// The end-of-row rule for a row whose running sum l is not positive: NaN or Inf in the inputs
+// propagate (O = lse = l); no visible key gives the empty set (O = 0, lse = -inf). For such a row it
+// writes o[0, dv) and *lse and returns true; for l > 0 it writes nothing and returns false, and the
+// kernel normalises O by 1 / l and takes lse = m + log l in its own arithmetic (base 2 or e).
+inline bool degenerate_row_end(float l, float* o, int dv, float* lse) {
+  if (l > 0.0f) return false;
+  const float value = l != l ? l : 0.0f;  // NaN: propagate; else (l = 0) the empty set
+  std::fill(o, o + dv, value);
+  *lse = l != l ? l : -std::numeric_limits<float>::infinity();
+  return true;
 }
 
 // x, rounded to fp32 and hidden from the optimiser, so that a product is never contracted with a

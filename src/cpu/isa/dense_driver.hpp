@@ -6,9 +6,9 @@
 //
 // The driver owns what must be the same on every ISA: the row tiles and key tiles, which keys each
 // row sees (the causal diagonal and row windows, DenseAttentionTile), the prefetch schedule of
-// gathered rows, the online-softmax update with its NaN rule, the end-of-row rule (O / l and
-// lse = ln 2 * m + log l; NaN propagates; no visible key: the empty set, O = 0 and lse = -inf)
-// and the stores or LSE merges of finished rows. The including file supplies the constants
+// gathered rows, the online-softmax update with its NaN rule (advance_max), the end of a row (O / l
+// and lse = ln 2 * m + log l; NaN and the empty set by degenerate_row_end, which the scalar kernel
+// shares) and the stores or LSE merges of finished rows. The including file supplies the constants
 // kRowGroup, kRowTile, kKeyTile, kLn2 and bf16_to_f32(), and the arithmetic as a type Ops derived
 // from RowTileScratch (the accumulators, running max and sum, corrections) with
 //   void load_queries(r0, nr, nr_pad)            Q rows [r0, r0 + nr) into scratch, zero rows to nr_pad
@@ -102,7 +102,6 @@ struct RowTileScratch {
 template <class Ops>
 void store_rows(const DenseAttentionTile& t, std::int64_t r0, int nr, float* obuf, int ldo, const float* m,
                 const float* l) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int dv = t.head_dim_v;
   for (int r = 0; r < nr; ++r) {
     // The gathered output rows are in L2 since the last key tile, but their address
@@ -117,15 +116,9 @@ void store_rows(const DenseAttentionTile& t, std::int64_t r0, int nr, float* obu
     float* acc = obuf + static_cast<std::size_t>(r) * ldo;
     float* o = t.merge ? acc : t.out + orow * t.out_row_stride;
     float row_lse;
-    if (l[r] > 0.0f) {
+    if (!degenerate_row_end(l[r], o, dv, &row_lse)) {  // NaN propagates, no visible key: the empty set
       Ops::scale_row(o, acc, 1.0f / l[r], dv);
       row_lse = std::fma(kLn2, m[r], std::log(l[r]));
-    } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
-      for (int x = 0; x < dv; ++x) o[x] = l[r];
-      row_lse = l[r];
-    } else {  // no visible key: the empty-set rule
-      for (int x = 0; x < dv; ++x) o[x] = 0.0f;
-      row_lse = kNegInf;
     }
     if (t.merge) merge_row(t.out + orow * t.out_row_stride, t.lse + orow, acc, row_lse, dv, Ops::combine_rows);
     else if (t.lse) t.lse[orow] = row_lse;

@@ -97,8 +97,7 @@ void dense(const DenseAttentionTile& t) {
         }
         if (nan) tile_max = std::numeric_limits<float>::quiet_NaN();
         if (visible == 0 || tile_max == kNegInf) continue;
-        // NaN is sticky: std::max(NaN, x) keeps a NaN running max, and a NaN tile max sets it.
-        const float m_new = tile_max != tile_max ? tile_max : std::max(m[r], tile_max);
+        const float m_new = sticky_max(m[r], tile_max);  // NaN is sticky (attention_kernel.hpp)
         const float correction = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first tile
         float* ar = acc + r * dv;
         for (int x = 0; x < dv; ++x) ar[x] *= correction;
@@ -119,16 +118,10 @@ void dense(const DenseAttentionTile& t) {
       float* ar = acc + r * dv;
       float* o = t.merge ? ar : t.out + orow * t.out_row_stride;
       float row_lse;
-      if (l[r] > 0.0f) {
+      if (!degenerate_row_end(l[r], o, dv, &row_lse)) {  // NaN propagates, no visible key: the empty set
         const float inv = 1.0f / l[r];
         for (int x = 0; x < dv; ++x) o[x] = ar[x] * inv;
         row_lse = m[r] + std::log(l[r]);
-      } else if (l[r] != l[r]) {  // NaN or Inf in the inputs: propagate
-        for (int x = 0; x < dv; ++x) o[x] = l[r];
-        row_lse = l[r];
-      } else {  // no visible key: the empty-set rule
-        for (int x = 0; x < dv; ++x) o[x] = 0.0f;
-        row_lse = kNegInf;
       }
       if (t.merge) merge_row(t.out + orow * t.out_row_stride, t.lse + orow, ar, row_lse, dv, combine_rows_scalar);
       else if (t.lse) t.lse[orow] = row_lse;
