@@ -20,6 +20,11 @@ namespace avx512_nobf16 {
 extern const AttentionKernel kKernel;
 }
 #endif
+#if defined(HYPERATTN_NEON_KERNELS)
+namespace neon {
+extern const AttentionKernel kKernel;
+}
+#endif
 
 namespace {
 
@@ -51,6 +56,9 @@ const Variant kVariants[] = {
     {&avx512::kKernel, &has_avx512_bf16},
     {&avx512_nobf16::kKernel, &has_avx512},
     {&avx2::kKernel, &has_avx2_fma},
+#endif
+#if defined(HYPERATTN_NEON_KERNELS)
+    {&neon::kKernel, &always},  // AArch64: NEON is always there
 #endif
     {&scalar::kKernel, &always},
 };

@@ -253,11 +253,21 @@ TEST(AttentionKernels, SimdVariantsArePresentWhereTheCpuHasThem) {
 }
 #endif
 
-// Sizes below, at and above the row groups (6, 8), key chunks (16, 32) and tiles (252/256).
+#if defined(__aarch64__)
+TEST(AttentionKernels, NeonIsOfferedAndChosenOnAarch64) {
+  ASSERT_NE(kernel_by_name("neon"), nullptr);
+  const char* forced = std::getenv("HYPERATTN_ISA");
+  if (forced == nullptr || *forced == '\0') {
+    EXPECT_STREQ(best_kernel().name, "neon");
+  }
+}
+#endif
+
+// Sizes below, at and above the row groups (6, 8), key chunks (16, 32) and tiles (256/258).
 TEST(AttentionKernels, SizeSweepF32AndBf16) {
-  // Row groups 6 (avx2) and 8 (avx512), row tiles 252 and 256; key chunks 16 and 32, key tiles
+  // Row groups 6 (avx2, neon) and 8 (avx512), row tiles 258 and 256; key chunks 16 and 32, key tiles
   // 64 (scalar) and 256.
-  const std::int64_t rows_list[] = {1, 5, 6, 7, 8, 9, 251, 252, 253, 255, 256, 257, 300};
+  const std::int64_t rows_list[] = {1, 5, 6, 7, 8, 9, 251, 252, 253, 255, 256, 257, 258, 259, 300};
   const std::int64_t keys_list[] = {1, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 300};
   std::uint32_t seed = 1;
   for (const AttentionKernel* kernel : all_kernels())

@@ -39,7 +39,7 @@ constexpr int kPrefetchAhead = 8;  // rows
 inline void prefetch_row(DType dtype, const void* base, std::int64_t stride, std::int64_t row, int dim) {
   const char* p = static_cast<const char*>(row_address(dtype, base, stride, row));
   const int bytes = dim * (dtype == DType::f32 ? 4 : 2);
-  for (int at = 0; at < bytes; at += 64) _mm_prefetch(p + at, _MM_HINT_T0);
+  for (int at = 0; at < bytes; at += 64) __builtin_prefetch(p + at, 0, 3);
 }
 
 // Row `row` of a f32/bf16 matrix as fp32 times mul into dst[dim].
@@ -109,7 +109,7 @@ void store_rows(const DenseAttentionTile& t, std::int64_t r0, int nr, float* obu
     if (t.out_index && r + kPrefetchAhead < nr) {
       const std::int64_t ahead = t.out_index[r0 + r + kPrefetchAhead];
       prefetch_row(DType::f32, t.out, t.out_row_stride, ahead, dv);
-      if (t.lse) _mm_prefetch(reinterpret_cast<const char*>(t.lse + ahead), _MM_HINT_T0);
+      if (t.lse) __builtin_prefetch(t.lse + ahead, 0, 3);
     }
     const std::int64_t orow = t.out_index ? t.out_index[r0 + r] : r0 + r;
     // The row's result (in place in obuf with merge, else straight into out) and its lse.
