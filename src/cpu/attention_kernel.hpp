@@ -195,7 +195,7 @@ struct BackwardTile {
 };
 
 struct AttentionKernel {
-  const char* name;  // "avx512", "avx512_nobf16", "avx2", "scalar"
+  const char* name;  // "avx512", "avx512_nobf16", "avx2", "neon", "scalar"
   void (*dense)(const DenseAttentionTile& tile);
   std::size_t (*scratch_floats)(int head_dim, int head_dim_v);
   // Optional: does dense() compute this tile's row windows compactly? If so, each row with a
@@ -215,7 +215,7 @@ struct AttentionKernel {
 const AttentionKernel& best_kernel();
 // The vector ISA of the SIMD loops outside the kernels (core/simd.hpp: the LSH hashing, the model
 // runner's element-wise passes), derived from best_kernel() so that HYPERATTN_ISA steers them too:
-// avx512 and avx512_nobf16 -> avx512, avx2 -> avx2, scalar -> baseline.
+// avx512 and avx512_nobf16 -> avx512, avx2 -> avx2, neon and scalar -> baseline.
 SimdLevel simd_level();
 // Every variant this CPU can run (for tests and benchmarks).
 int supported_kernels(const AttentionKernel** out, int capacity);
