@@ -34,6 +34,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/bfloat16.hpp"
 #include "cpu/attention_kernel.hpp"
 #include "cpu/prefetch.hpp"
 
@@ -116,13 +117,6 @@ ScratchLayout scratch_layout(int head_dim, int head_dim_v) {
 
 std::size_t scratch_floats(int head_dim, int head_dim_v) {
   return scratch_layout(head_dim, head_dim_v).total;
-}
-
-inline float bf16_to_f32(std::uint16_t bits) {
-  const std::uint32_t u = static_cast<std::uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
 }
 
 // 2^x for x <= 0 (any x: inputs below -150 give 0, -inf gives 0).
@@ -395,7 +389,7 @@ void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t
             for (int x = scalar_from; x < d; ++x) panel[x * kKeyChunk] = s[x];
           } else {
             const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
-            for (int x = scalar_from; x < d; ++x) panel[x * kKeyChunk] = bf16_to_f32(s[x]);
+            for (int x = scalar_from; x < d; ++x) panel[x * kKeyChunk] = bf16_bits_to_f32(s[x]);
           }
         } else {
           for (int x = 0; x < d; ++x) panel[x * kKeyChunk] = 0.0f;
@@ -443,7 +437,7 @@ void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t
         for (; x < dv; ++x) dst[x] = s[x];
       } else {
         const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
-        for (; x < dv; ++x) dst[x] = bf16_to_f32(s[x]);
+        for (; x < dv; ++x) dst[x] = bf16_bits_to_f32(s[x]);
       }
       for (; x < dv_pad; ++x) dst[x] = 0.0f;
     }

@@ -9,7 +9,7 @@
 // gathered rows, the online-softmax update with its NaN rule (advance_max), the end of a row (O / l
 // and lse = ln 2 * m + log l; NaN and the empty set by degenerate_row_end, which the scalar kernel
 // shares) and the stores or LSE merges of finished rows. The including file supplies the constants
-// kRowGroup, kRowTile, kKeyTile, kLn2 and bf16_to_f32(), and the arithmetic as a type Ops derived
+// kRowGroup, kRowTile, kKeyTile and kLn2, and the arithmetic as a type Ops derived
 // from RowTileScratch (the accumulators, running max and sum, corrections) with
 //   void load_queries(r0, nr, nr_pad)            Q rows [r0, r0 + nr) into scratch, zero rows to nr_pad
 //   void pack_keys(c0, nc)                       keys [c0, c0 + nc): K panels, V rows, bias
@@ -49,7 +49,7 @@ inline void load_row(DType dtype, const void* src, int dim, float mul, float* ds
     for (int x = 0; x < dim; ++x) dst[x] = s[x] * mul;
   } else {
     const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
-    for (int x = 0; x < dim; ++x) dst[x] = bf16_to_f32(s[x]) * mul;
+    for (int x = 0; x < dim; ++x) dst[x] = bf16_bits_to_f32(s[x]) * mul;
   }
 }
 

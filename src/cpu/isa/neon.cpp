@@ -21,6 +21,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/bfloat16.hpp"
 #include "cpu/attention_kernel.hpp"
 #include "cpu/prefetch.hpp"
 
@@ -35,44 +36,7 @@ constexpr int kKeyTile = 256;   // keys packed at once (multiple of kKeyChunk)
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
 
-std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
-
-// The scratch layout, in floats from the 64-byte aligned scratch pointer.
-struct ScratchLayout {
-  int dv_pad;  // head_dim_v rounded up to kW
-  std::size_t q, o, m, l, corr, k, v, s, bias, total;
-};
-
-ScratchLayout scratch_layout(int head_dim, int head_dim_v) {
-  ScratchLayout L{};
-  L.dv_pad = static_cast<int>(round_up(static_cast<std::size_t>(head_dim_v), kW));
-  std::size_t at = 0;
-  auto take = [&at](std::size_t floats) {
-    const std::size_t begin = at;
-    at += round_up(floats, 16);
-    return begin;
-  };
-  L.q = take(static_cast<std::size_t>(kRowTile) * head_dim);     // [kRowTile, d]
-  L.o = take(static_cast<std::size_t>(kRowTile) * L.dv_pad);     // [kRowTile, dv_pad]
-  L.m = take(kRowTile);                                          // [kRowTile]
-  L.l = take(kRowTile);                                          // [kRowTile]
-  L.corr = take(kRowGroup);                                      // [kRowGroup]
-  L.k = take(static_cast<std::size_t>(kKeyTile) * head_dim);     // [kKeyTile/16, d, 16]
-  L.v = take(static_cast<std::size_t>(kKeyTile) * L.dv_pad);     // [kKeyTile, dv_pad]
-  L.s = take(static_cast<std::size_t>(kRowGroup) * kKeyTile);    // [kRowGroup, kKeyTile]
-  L.bias = take(kKeyTile);                                       // [kKeyTile]
-  L.total = at;
-  return L;
-}
-
-std::size_t scratch_floats(int head_dim, int head_dim_v) { return scratch_layout(head_dim, head_dim_v).total; }
-
-inline float bf16_to_f32(std::uint16_t bits) {
-  const std::uint32_t u = static_cast<std::uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+#include "cpu/isa/fp32_scratch.hpp"  // round_up, ScratchLayout, scratch_layout, scratch_floats
 
 // 2^x for x <= 0; x below -127 (and -inf) gives 0.
 inline float32x4_t exp2_ps(float32x4_t x) {
@@ -191,7 +155,7 @@ void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t
       for (int x = 0; x < d; ++x) panel[x * kKeyChunk] = sf[x];
     } else {
       const std::uint16_t* sb = static_cast<const std::uint16_t*>(src);
-      for (int x = 0; x < d; ++x) panel[x * kKeyChunk] = bf16_to_f32(sb[x]);
+      for (int x = 0; x < d; ++x) panel[x * kKeyChunk] = bf16_bits_to_f32(sb[x]);
     }
     float* dst = vbuf + static_cast<std::size_t>(c) * L.dv_pad;
     load_row(t.dtype, row_address(t.dtype, t.v, t.v_row_stride, row), dv, 1.0f, dst);
