@@ -35,6 +35,18 @@ inline bwd_vf bwd_load(const float* p) {
   return v;
 }
 inline void bwd_store(float* p, bwd_vf v) { __builtin_memcpy(p, &v, sizeof v); }
+// A vector loaded once for several FMAs, kept in its register: left alone, GCC folds the load into
+// each FMA as a memory operand, loading it once per use (AVX2: 10 loads for 8 FMAs in S = Q K^T,
+// the load ports' limit; 1.2x on the whole backward on Zen 4, 1.04x with AVX-512).
+inline bwd_vf bwd_load_reg(const float* p) {
+  bwd_vf v = bwd_load(p);
+#if defined(__x86_64__)
+  __asm__("" : "+x"(v));
+#elif defined(__aarch64__)
+  __asm__("" : "+w"(v));
+#endif
+  return v;
+}
 
 // e^x with x <= 88 (the kernel's arguments are <= ~0): 2^n 2^f, n = round(x log2 e), a degree-6
 // polynomial for e^r, |r| <= ln2/2 (relative error < 2e-7); x < -87.3 gives exactly 0 (so does
@@ -117,7 +129,7 @@ inline void bwd_mm_abt(const float* a, const float* bt, int d, float* c) {
       for (int v = 0; v < 4; ++v) acc[i][v] = bwd_splat(0.0f);
     for (int k = 0; k < d; ++k) {
       bwd_vf b[4];
-      for (int v = 0; v < 4; ++v) b[v] = bwd_load(bt + k * kBwdKT + v * kBwdW);
+      for (int v = 0; v < 4; ++v) b[v] = bwd_load_reg(bt + k * kBwdKT + v * kBwdW);
       for (int i = 0; i < kBwdRB; ++i) {
         const float x = a[(r0 + i) * d + k];
         for (int v = 0; v < 4; ++v) acc[i][v] += x * b[v];
@@ -139,7 +151,7 @@ inline void bwd_acc_atb(const float* a, const float* b, int d, float* acc_out) {
       if (nv == 4) {
         for (int r = 0; r < kBwdRT; ++r) {
           bwd_vf x[4];
-          for (int v = 0; v < 4; ++v) x[v] = bwd_load(b + r * d + c0 + v * kBwdW);
+          for (int v = 0; v < 4; ++v) x[v] = bwd_load_reg(b + r * d + c0 + v * kBwdW);
           for (int i = 0; i < kBwdRB; ++i) {
             const float w = a[r * kBwdKT + j0 + i];
             for (int v = 0; v < 4; ++v) acc[i][v] += w * x[v];
@@ -169,7 +181,7 @@ inline void bwd_acc_ab(const float* a, const float* b, int d, float scale, std::
       if (nv == 4) {
         for (int j = 0; j < kBwdKT; ++j) {
           bwd_vf x[4];
-          for (int v = 0; v < 4; ++v) x[v] = bwd_load(b + j * d + c0 + v * kBwdW);
+          for (int v = 0; v < 4; ++v) x[v] = bwd_load_reg(b + j * d + c0 + v * kBwdW);
           for (int i = 0; i < kBwdRB; ++i) {
             const float w = a[(r0 + i) * kBwdKT + j];
             for (int v = 0; v < 4; ++v) acc[i][v] += w * x[v];
