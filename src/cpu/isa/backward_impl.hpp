@@ -1,10 +1,18 @@
 // src/cpu/isa/backward_impl.hpp: the attention backward kernel (cpu/attention_kernel.hpp,
 // BackwardTile), written once with GCC vector extensions and compiled per ISA.
 //
-// Not a normal header: each per-ISA file (isa/scalar.cpp, isa/avx2.cpp, isa/avx512.cpp) includes it
-// inside its own namespace, after its target pragma and after the standard headers, having defined
+// Not a normal header: each per-ISA file (isa/scalar.cpp, isa/avx2.cpp, isa/avx512.cpp,
+// isa/neon.cpp) includes it inside its own namespace, after its target pragma and after the
+// standard headers, having defined
 //   HYPERATTN_BWD_W   fp32 lanes per vector (16 AVX-512, 8 AVX2, 4 baseline SSE2/NEON)
 //   HYPERATTN_BWD_RB  rows (or keys) per register block (4 with 32 vector registers, 2 with 16)
+// and optionally (defaults in brackets) the tile and the register blocks of the three products:
+//   HYPERATTN_BWD_RT      rows per tile, a multiple of HYPERATTN_BWD_ROWS_R            [8 * RB]
+//   HYPERATTN_BWD_ROWS_R, HYPERATTN_BWD_ROWS_V   rows x vectors of the row-major products
+//                         S = Q K^T, dP = dO V^T and dQ += dS K (V divides 4)          [RB, 4]
+//   HYPERATTN_BWD_KEYS_R, HYPERATTN_BWD_KEYS_V   keys x vectors of dV += P^T dO and
+//                         dK += dS^T Q (R divides the keys per tile)                   [RB, 4]
+// A block's R * V accumulators, its V loaded vectors and a broadcast must fit the registers.
 // Everything here has internal linkage (an unnamed namespace), so no copy compiled for one ISA can
 // be shared with another (tests/cpu/check_isa_isolation.py).
 //
@@ -21,8 +29,25 @@ namespace {
 
 constexpr int kBwdW = HYPERATTN_BWD_W;
 constexpr int kBwdRB = HYPERATTN_BWD_RB;
-constexpr int kBwdKT = 4 * kBwdW;   // keys per tile: 4 vectors of S per row
-constexpr int kBwdRT = 8 * kBwdRB;  // rows per tile
+constexpr int kBwdKV = 4;  // vectors of S per row of a tile
+#ifdef HYPERATTN_BWD_RT
+constexpr int kBwdRT = HYPERATTN_BWD_RT;
+#else
+constexpr int kBwdRT = 8 * kBwdRB;
+#endif
+#ifdef HYPERATTN_BWD_ROWS_R
+constexpr int kBwdRowsR = HYPERATTN_BWD_ROWS_R, kBwdRowsV = HYPERATTN_BWD_ROWS_V;
+#else
+constexpr int kBwdRowsR = kBwdRB, kBwdRowsV = 4;
+#endif
+#ifdef HYPERATTN_BWD_KEYS_R
+constexpr int kBwdKeysR = HYPERATTN_BWD_KEYS_R, kBwdKeysV = HYPERATTN_BWD_KEYS_V;
+#else
+constexpr int kBwdKeysR = kBwdRB, kBwdKeysV = 4;
+#endif
+constexpr int kBwdKT = kBwdKV * kBwdW;  // keys per tile
+static_assert(kBwdRT % kBwdRowsR == 0 && kBwdKV % kBwdRowsV == 0 && kBwdKT % kBwdKeysR == 0,
+              "the register blocks tile the row and key tiles");
 typedef float bwd_vf __attribute__((vector_size(kBwdW * 4)));
 typedef int bwd_vi __attribute__((vector_size(kBwdW * 4)));
 
@@ -121,85 +146,103 @@ std::size_t backward_scratch_floats(int head_dim) {
   return total + 16;
 }
 
-// C[RT][KT] = A[RT][d] B^T, with Bt = B^T [d][KT] (S = Q K^T, dP = dO V^T).
+// C[RT][KT] = A[RT][d] B^T, with Bt = B^T [d][KT] (S = Q K^T, dP = dO V^T): blocks of
+// kBwdRowsR rows x kBwdRowsV vectors of keys.
 inline void bwd_mm_abt(const float* a, const float* bt, int d, float* c) {
-  for (int r0 = 0; r0 < kBwdRT; r0 += kBwdRB) {
-    bwd_vf acc[kBwdRB][4];
-    for (int i = 0; i < kBwdRB; ++i)
-      for (int v = 0; v < 4; ++v) acc[i][v] = bwd_splat(0.0f);
-    for (int k = 0; k < d; ++k) {
-      bwd_vf b[4];
-      for (int v = 0; v < 4; ++v) b[v] = bwd_load_reg(bt + k * kBwdKT + v * kBwdW);
-      for (int i = 0; i < kBwdRB; ++i) {
-        const float x = a[(r0 + i) * d + k];
-        for (int v = 0; v < 4; ++v) acc[i][v] += x * b[v];
+  constexpr int R = kBwdRowsR, V = kBwdRowsV;
+  for (int r0 = 0; r0 < kBwdRT; r0 += R)
+    for (int v0 = 0; v0 < kBwdKV; v0 += V) {
+      bwd_vf acc[R][V];
+      for (int i = 0; i < R; ++i)
+        for (int v = 0; v < V; ++v) acc[i][v] = bwd_splat(0.0f);
+      for (int k = 0; k < d; ++k) {
+        bwd_vf b[V];
+        for (int v = 0; v < V; ++v) b[v] = bwd_load_reg(bt + k * kBwdKT + (v0 + v) * kBwdW);
+        for (int i = 0; i < R; ++i) {
+          const float x = a[(r0 + i) * d + k];
+          for (int v = 0; v < V; ++v) acc[i][v] += x * b[v];
+        }
       }
+      for (int i = 0; i < R; ++i)
+        for (int v = 0; v < V; ++v) bwd_store(c + (r0 + i) * kBwdKT + (v0 + v) * kBwdW, acc[i][v]);
     }
-    for (int i = 0; i < kBwdRB; ++i)
-      for (int v = 0; v < 4; ++v) bwd_store(c + (r0 + i) * kBwdKT + v * kBwdW, acc[i][v]);
+}
+
+// Acc[KT][d] += A^T B with A [RT][KT], B [RT][d] (dV += P^T dO, dK += dS^T Q): blocks of kBwdKeysR
+// keys x NV vectors of d (kBwdKeysV, fewer at the end of a row).
+template <int NV>
+inline void bwd_acc_atb_block(const float* a, const float* b, int d, int j0, int c0, float* acc_out) {
+  constexpr int R = kBwdKeysR;
+  bwd_vf acc[R][NV];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = bwd_load(acc_out + (j0 + i) * d + c0 + v * kBwdW);
+  for (int r = 0; r < kBwdRT; ++r) {
+    bwd_vf x[NV];
+    for (int v = 0; v < NV; ++v) x[v] = bwd_load_reg(b + r * d + c0 + v * kBwdW);
+    for (int i = 0; i < R; ++i) {
+      const float w = a[r * kBwdKT + j0 + i];
+      for (int v = 0; v < NV; ++v) acc[i][v] += w * x[v];
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) bwd_store(acc_out + (j0 + i) * d + c0 + v * kBwdW, acc[i][v]);
+}
+
+// Calls block(BwdVectors<nv>{}) for nv in [1, kMax] (a whole block, or the vectors left at the end
+// of a row).
+template <int N>
+struct BwdVectors {
+  static constexpr int value = N;
+};
+template <int kMax, class F>
+inline void bwd_with_vectors(int nv, F&& block) {
+  if constexpr (kMax >= 1) {
+    if (nv == kMax) block(BwdVectors<kMax>{});
+    else bwd_with_vectors<kMax - 1>(nv, block);
   }
 }
 
-// Acc[KT][d] += A^T B with A [RT][KT], B [RT][d] (dV += P^T dO, dK += dS^T Q).
 inline void bwd_acc_atb(const float* a, const float* b, int d, float* acc_out) {
-  for (int j0 = 0; j0 < kBwdKT; j0 += kBwdRB)
-    for (int c0 = 0; c0 < d; c0 += 4 * kBwdW) {
-      const int nv = d - c0 >= 4 * kBwdW ? 4 : (d - c0) / kBwdW;
-      bwd_vf acc[kBwdRB][4];
-      for (int i = 0; i < kBwdRB; ++i)
-        for (int v = 0; v < 4; ++v) acc[i][v] = v < nv ? bwd_load(acc_out + (j0 + i) * d + c0 + v * kBwdW) : bwd_splat(0.0f);
-      if (nv == 4) {
-        for (int r = 0; r < kBwdRT; ++r) {
-          bwd_vf x[4];
-          for (int v = 0; v < 4; ++v) x[v] = bwd_load_reg(b + r * d + c0 + v * kBwdW);
-          for (int i = 0; i < kBwdRB; ++i) {
-            const float w = a[r * kBwdKT + j0 + i];
-            for (int v = 0; v < 4; ++v) acc[i][v] += w * x[v];
-          }
-        }
-      } else {
-        for (int r = 0; r < kBwdRT; ++r)
-          for (int i = 0; i < kBwdRB; ++i) {
-            const float w = a[r * kBwdKT + j0 + i];
-            for (int v = 0; v < nv; ++v) acc[i][v] += w * bwd_load(b + r * d + c0 + v * kBwdW);
-          }
-      }
-      for (int i = 0; i < kBwdRB; ++i)
-        for (int v = 0; v < nv; ++v) bwd_store(acc_out + (j0 + i) * d + c0 + v * kBwdW, acc[i][v]);
+  constexpr int V = kBwdKeysV;
+  for (int j0 = 0; j0 < kBwdKT; j0 += kBwdKeysR)
+    for (int c0 = 0; c0 < d; c0 += V * kBwdW) {
+      const int nv = d - c0 >= V * kBwdW ? V : (d - c0) / kBwdW;
+      bwd_with_vectors<V>(nv, [&](auto n) { bwd_acc_atb_block<decltype(n)::value>(a, b, d, j0, c0, acc_out); });
     }
 }
 
-// out_r += scale * (A B)_r for the tile's real rows, A [RT][KT], B [KT][d] (dQ += scale dS K).
+// out_r += scale * (A B)_r for the tile's real rows, A [RT][KT], B [KT][d] (dQ += scale dS K):
+// blocks of kBwdRowsR rows x NV vectors of d (kBwdRowsV, fewer at the end of a row).
+template <int NV>
+inline void bwd_acc_ab_block(const float* a, const float* b, int d, float scale, std::int64_t rows, int r0, int c0,
+                             float* const* out_rows) {
+  constexpr int R = kBwdRowsR;
+  bwd_vf acc[R][NV];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = bwd_splat(0.0f);
+  for (int j = 0; j < kBwdKT; ++j) {
+    bwd_vf x[NV];
+    for (int v = 0; v < NV; ++v) x[v] = bwd_load_reg(b + j * d + c0 + v * kBwdW);
+    for (int i = 0; i < R; ++i) {
+      const float w = a[(r0 + i) * kBwdKT + j];
+      for (int v = 0; v < NV; ++v) acc[i][v] += w * x[v];
+    }
+  }
+  const bwd_vf sc = bwd_splat(scale);
+  for (int i = 0; i < R && r0 + i < rows; ++i)
+    for (int v = 0; v < NV; ++v) {
+      float* o = out_rows[r0 + i] + c0 + v * kBwdW;
+      bwd_store(o, bwd_load(o) + sc * acc[i][v]);
+    }
+}
+
 inline void bwd_acc_ab(const float* a, const float* b, int d, float scale, std::int64_t rows,
                        float* const* out_rows) {
-  for (int r0 = 0; r0 < kBwdRT && r0 < rows; r0 += kBwdRB)
-    for (int c0 = 0; c0 < d; c0 += 4 * kBwdW) {
-      const int nv = d - c0 >= 4 * kBwdW ? 4 : (d - c0) / kBwdW;
-      bwd_vf acc[kBwdRB][4];
-      for (int i = 0; i < kBwdRB; ++i)
-        for (int v = 0; v < 4; ++v) acc[i][v] = bwd_splat(0.0f);
-      if (nv == 4) {
-        for (int j = 0; j < kBwdKT; ++j) {
-          bwd_vf x[4];
-          for (int v = 0; v < 4; ++v) x[v] = bwd_load_reg(b + j * d + c0 + v * kBwdW);
-          for (int i = 0; i < kBwdRB; ++i) {
-            const float w = a[(r0 + i) * kBwdKT + j];
-            for (int v = 0; v < 4; ++v) acc[i][v] += w * x[v];
-          }
-        }
-      } else {
-        for (int j = 0; j < kBwdKT; ++j)
-          for (int i = 0; i < kBwdRB; ++i) {
-            const float w = a[(r0 + i) * kBwdKT + j];
-            for (int v = 0; v < nv; ++v) acc[i][v] += w * bwd_load(b + j * d + c0 + v * kBwdW);
-          }
-      }
-      const bwd_vf sc = bwd_splat(scale);
-      for (int i = 0; i < kBwdRB && r0 + i < rows; ++i)
-        for (int v = 0; v < nv; ++v) {
-          float* o = out_rows[r0 + i] + c0 + v * kBwdW;
-          bwd_store(o, bwd_load(o) + sc * acc[i][v]);
-        }
+  constexpr int V = kBwdRowsV;
+  for (int r0 = 0; r0 < kBwdRT && r0 < rows; r0 += kBwdRowsR)
+    for (int c0 = 0; c0 < d; c0 += V * kBwdW) {
+      const int nv = d - c0 >= V * kBwdW ? V : (d - c0) / kBwdW;
+      bwd_with_vectors<V>(nv, [&](auto n) { bwd_acc_ab_block<decltype(n)::value>(a, b, d, scale, rows, r0, c0, out_rows); });
     }
 }
 
@@ -270,7 +313,7 @@ void backward(const BackwardTile& t) {
       for (int i = 0; i < kBwdRT; ++i) {
         const bwd_vf l = bwd_splat(s.lse[i]), dl = bwd_splat(s.delta[i]);
         const std::int64_t row = r0 + i;
-        for (int v = 0; v < 4; ++v) {
+        for (int v = 0; v < kBwdKV; ++v) {
           float* pp = s.p + i * kBwdKT + v * kBwdW;
           float* dd = s.ds + i * kBwdKT + v * kBwdW;
           bwd_vf x = bwd_load(pp) * sc + bwd_load(s.bias + v * kBwdW) - l;
