@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -144,6 +145,16 @@ TEST_F(ProgressTest, LinesModeIsQuietUntilTheFinalLine) {
   EXPECT_EQ(out.rfind("attention [##############################] 100% 32/32 in 00:00\n", 0), 0u) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
   EXPECT_EQ(out.find('\r'), std::string::npos) << out;
+}
+
+TEST_F(ProgressTest, LinesModePrintsTheLastStepOnce) {
+  const std::string out = run(ProgressStyle::lines, [](ProgressBar& bar) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));  // past the 2 s between log lines
+    bar.set(32);  // due for a line, but the last step's line is finish()'s
+    bar.finish();
+  });
+  EXPECT_EQ(out.rfind("attention [##############################] 100% 32/32 in 00:0", 0), 0u) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
 }
 
 TEST_F(ProgressTest, BarModeRedrawsInPlaceAndEndsWithNewline) {

@@ -104,6 +104,9 @@ void ProgressBar::update_locked(bool force) {
   const auto interval = style_ == ProgressStyle::bar ? std::chrono::duration_cast<Clock::duration>(kBarInterval)
                                                      : std::chrono::duration_cast<Clock::duration>(kLinesInterval);
   if (!force && now - last_print_ < interval) return;
+  // A log's line for the last step is finish()'s, with the true end time: printed here too, it
+  // would show 100% twice.
+  if (!force && style_ == ProgressStyle::lines && total_ > 0 && done_ >= total_) return;
   if (!printed_ && now - start_ < quiet_period_) return;
   last_print_ = now;
   const std::string text = line_locked(now, force);
