@@ -155,6 +155,13 @@ TEST_F(ProgressTest, LinesModePrintsTheLastStepOnce) {
   });
   EXPECT_EQ(out.rfind("attention [##############################] 100% 32/32 in 00:0", 0), 0u) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  // Without finish(), the destructor prints that line.
+  const std::string unfinished = run(ProgressStyle::lines, [](ProgressBar& bar) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+    bar.set(32);
+  });
+  EXPECT_EQ(unfinished.rfind("attention [##############################] 100% 32/32 in 00:0", 0), 0u) << unfinished;
+  EXPECT_EQ(std::count(unfinished.begin(), unfinished.end(), '\n'), 1) << unfinished;
 }
 
 TEST_F(ProgressTest, BarModeRedrawsInPlaceAndEndsWithNewline) {

@@ -41,7 +41,7 @@ ProgressBar::~ProgressBar() {
   bool pending;
   {
     const std::lock_guard lock(mutex_);
-    pending = printed_ && !finished_;
+    pending = (printed_ || last_line_due_) && !finished_;
   }
   if (pending) finish();
 }
@@ -106,8 +106,11 @@ void ProgressBar::update_locked(bool force) {
   if (!force && now - last_print_ < interval) return;
   // A log's line for the last step is finish()'s, with the true end time: printed here too, it
   // would show 100% twice.
-  if (!force && style_ == ProgressStyle::lines && total_ > 0 && done_ >= total_) return;
   if (!printed_ && now - start_ < quiet_period_) return;
+  if (!force && style_ == ProgressStyle::lines && total_ > 0 && done_ >= total_) {
+    last_line_due_ = true;  // the destructor prints it if finish() is never called
+    return;
+  }
   last_print_ = now;
   const std::string text = line_locked(now, force);
   if (style_ == ProgressStyle::bar) {

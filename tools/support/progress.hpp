@@ -28,7 +28,7 @@ class ProgressBar {
   // `total` <= 0 means unknown until set_total (or the library callback) provides it.
   explicit ProgressBar(std::string label, std::int64_t total, ProgressStyle style = default_progress_style(),
                        std::FILE* stream = stderr);
-  ~ProgressBar();  // finishes if something was printed and finish() was not called
+  ~ProgressBar();  // finishes if something was printed (or a log's last line is due) and finish() was not called
   ProgressBar(const ProgressBar&) = delete;
   ProgressBar& operator=(const ProgressBar&) = delete;
 
@@ -57,6 +57,7 @@ class ProgressBar {
   // One second on stderr; none on an injected stream (tests).
   Clock::duration quiet_period_;
   bool printed_ = false;
+  bool last_line_due_ = false;  // lines style: the last step came after the quiet period, unprinted
   bool finished_ = false;
   std::size_t last_width_ = 0;
 };
