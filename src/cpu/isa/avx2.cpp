@@ -42,20 +42,34 @@ constexpr float kLn2 = 0.693147180559945309f;
 
 #include "cpu/isa/fp32_scratch.hpp"  // round_up, ScratchLayout, scratch_layout, scratch_floats
 
-// 2^x for x <= 0; x below -127 (and -inf) gives 0.
+// 2^x for x <= 0 of kN independent vectors, a stage at a time; x below -127 (and -inf) gives 0.
+// Each vector is a chain of the clamp, the rounding and 6 dependent FMAs: one vector per loop
+// iteration keeps more waiting uops than the FP scheduler holds (the loop ran at about twice its
+// port-bound rate), interleaved the chains advance together. Each lane's arithmetic is the same,
+// so the bits are.
+template <int kN>
+[[gnu::always_inline]] inline void exp2_ps_n(__m256 (&x)[kN]) {
+  __m256 n[kN], f[kN], p[kN];
+  for (int i = 0; i < kN; ++i) x[i] = _mm256_max_ps(x[i], _mm256_set1_ps(-127.0f));
+  for (int i = 0; i < kN; ++i) n[i] = _mm256_round_ps(x[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  for (int i = 0; i < kN; ++i) f[i] = _mm256_sub_ps(x[i], n[i]);
+  for (int i = 0; i < kN; ++i) p[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.534581243e-04f), f[i], _mm256_set1_ps(1.339993090e-03f));
+  for (int i = 0; i < kN; ++i) p[i] = _mm256_fmadd_ps(p[i], f[i], _mm256_set1_ps(9.618489072e-03f));
+  for (int i = 0; i < kN; ++i) p[i] = _mm256_fmadd_ps(p[i], f[i], _mm256_set1_ps(5.550328642e-02f));
+  for (int i = 0; i < kN; ++i) p[i] = _mm256_fmadd_ps(p[i], f[i], _mm256_set1_ps(2.402264625e-01f));
+  for (int i = 0; i < kN; ++i) p[i] = _mm256_fmadd_ps(p[i], f[i], _mm256_set1_ps(6.931471825e-01f));
+  for (int i = 0; i < kN; ++i) p[i] = _mm256_fmadd_ps(p[i], f[i], _mm256_set1_ps(1.0f));
+  for (int i = 0; i < kN; ++i) {
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n[i]), _mm256_set1_epi32(127)), 23);
+    x[i] = _mm256_mul_ps(p[i], _mm256_castsi256_ps(bits));
+  }
+}
+
+// 2^x for one vector (exp2_ps_n).
 inline __m256 exp2_ps(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-127.0f));
-  const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256 f = _mm256_sub_ps(x, n);
-  __m256 p = _mm256_set1_ps(1.534581243e-04f);
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339993090e-03f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618489072e-03f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550328642e-02f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402264625e-01f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471825e-01f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  __m256 v[1] = {x};
+  exp2_ps_n<1>(v);
+  return v[0];
 }
 
 // All-ones lanes for lane < n.
@@ -288,6 +302,16 @@ struct Ops : RowTileScratch {
         vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
       }
     } else {
+      // Two max chains (the max is exact: the order cannot change it), each vmaxps waiting on
+      // the one before otherwise.
+      __m256 vmax1 = vmax;
+      for (; c + 2 * kW <= whole; c += 2 * kW) {
+        const __m256 x0 = _mm256_load_ps(sr + c), x1 = _mm256_load_ps(sr + c + kW);
+        vmax = _mm256_max_ps(vmax, x0);
+        vmax1 = _mm256_max_ps(vmax1, x1);
+        vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(x0, x1, _CMP_UNORD_Q));
+      }
+      vmax = _mm256_max_ps(vmax, vmax1);
       for (; c < whole; c += kW) {
         const __m256 x = _mm256_load_ps(sr + c);
         vmax = _mm256_max_ps(vmax, x);
@@ -310,6 +334,16 @@ struct Ops : RowTileScratch {
     const __m256 vm = _mm256_set1_ps(mx);
     __m256 vsum = _mm256_setzero_ps();
     int c = 0;
+    constexpr int kInterleave = 2;  // exp2_ps_n
+    for (; c + kInterleave * kW <= whole; c += kInterleave * kW) {
+      __m256 p[kInterleave];
+      for (int i = 0; i < kInterleave; ++i) p[i] = _mm256_sub_ps(_mm256_load_ps(sr + c + i * kW), vm);
+      exp2_ps_n<kInterleave>(p);
+      for (int i = 0; i < kInterleave; ++i) {
+        _mm256_store_ps(sr + c + i * kW, p[i]);
+        vsum = _mm256_add_ps(vsum, p[i]);
+      }
+    }
     for (; c < whole; c += kW) {
       const __m256 p = exp2_ps(_mm256_sub_ps(_mm256_load_ps(sr + c), vm));
       _mm256_store_ps(sr + c, p);
