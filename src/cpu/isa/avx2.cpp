@@ -44,9 +44,9 @@ constexpr float kLn2 = 0.693147180559945309f;
 
 // 2^x for x <= 0 of kN independent vectors, a stage at a time; x below -127 (and -inf) gives 0.
 // Each vector is a chain of the clamp, the rounding and 6 dependent FMAs: one vector per loop
-// iteration keeps more waiting uops than the FP scheduler holds (the loop ran at about twice its
-// port-bound rate), interleaved the chains advance together. Each lane's arithmetic is the same,
-// so the bits are.
+// iteration keeps more waiting uops than the FP scheduler holds (its perf samples piled on the
+// chain's last instructions); interleaved, the chains advance together. Each lane's arithmetic is
+// the same, so the bits are.
 template <int kN>
 [[gnu::always_inline]] inline void exp2_ps_n(__m256 (&x)[kN]) {
   __m256 n[kN], f[kN], p[kN];
