@@ -366,7 +366,7 @@ void register_all() {
       for (int d : {64, 128}) {
         const std::string prefix = std::string("kernel/") + kernel->name + "/" + dtype_name(dtype) + "/head_dim:" + std::to_string(d);
         const std::int64_t seq_kv = scalar ? 2048 : 16384;  // the scalar kernel is ~20x slower
-        for (std::int64_t rows : {128, 256})
+        for (std::int64_t rows : {128, 256, 512})
           benchmark::RegisterBenchmark((prefix + "/seq_kv:" + std::to_string(seq_kv) + "/dense/rows:" + std::to_string(rows)).c_str(),
                                        BM_kernel, kernel, dtype, d, seq_kv, KernelShape::dense, rows)
               ->Unit(benchmark::kMillisecond);

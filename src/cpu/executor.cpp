@@ -40,7 +40,14 @@ static_assert(kNoCausalMask == core::kNoCausalMask, "the kernels' and the plan's
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr std::int64_t kExactRowChunk = 256;  // query rows per work item of an exact part (the kernels' row tile)
+// Query rows per work item of an exact part. The AVX2 and AVX-512 kernels' row tile holds 512
+// rows, so a 512-row item packs each key tile once where two 256-row items pack it twice (Zen 4,
+// one thread, 512 x 16384, d = 64 and 128: AVX-512 f32 3-10% faster, AVX2 within the day's noise;
+// the model's shape on 2 threads 6% faster forced AVX2, 2.5% AVX-512; docs/performance.md). Parts
+// under 16384 rows keep 256-row items, so that a short sequence still splits into 32 or more
+// (8192 causal in 512-row items: 0-7% slower on 2 threads, AVX2). A function of the part's shape
+// only, not of the thread count nor of the batch and heads around it.
+std::int64_t exact_row_chunk(const Part& p) { return p.q1 - p.q0 >= 16384 ? 512 : 256; }
 
 // One call's memory, carved in a fixed order out of one block: the caller's workspace or one the
 // call allocates (WorkspaceBuffer). Without a block (base == nullptr) it only counts the bytes, so
@@ -244,7 +251,7 @@ void sort_phase(Context& ctx, const Phase& phase) {
 }
 
 // One unit of work: (part, batch, query head, unit) where unit is a sorted block (approximated
-// parts) or a chunk of kExactRowChunk rows (exact parts).
+// parts) or a chunk of exact_row_chunk rows (exact parts).
 struct Item {
   std::int32_t part;
   std::int32_t head;  // query head
@@ -412,8 +419,9 @@ cpu::DenseAttentionTile make_tile(Context& ctx, const Phase& phase, bool merge, 
   t.merge = merge;
 
   if (!p.approximate) {
-    const std::int64_t r0 = p.q0 + it.unit * kExactRowChunk;
-    const std::int64_t r1 = std::min(p.q1, r0 + kExactRowChunk);
+    const std::int64_t chunk = exact_row_chunk(p);
+    const std::int64_t r0 = p.q0 + it.unit * chunk;
+    const std::int64_t r1 = std::min(p.q1, r0 + chunk);
     t.q = static_cast<const std::byte*>(t.q) + r0 * t.q_row_stride * static_cast<std::int64_t>(ctx.esize);
     t.k = static_cast<const std::byte*>(t.k) + p.k0 * t.k_row_stride * static_cast<std::int64_t>(ctx.esize);
     t.v = static_cast<const std::byte*>(t.v) + p.k0 * t.v_row_stride * static_cast<std::int64_t>(ctx.esize);
@@ -561,9 +569,9 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const Item* items, s
   }
 }
 
-// Work units of a part: its sorted blocks (approximated) or its chunks of kExactRowChunk rows.
+// Work units of a part: its sorted blocks (approximated) or its chunks of exact_row_chunk rows.
 std::int64_t units_of(const Part& p, const AttentionConfig& c) {
-  return p.approximate ? block_count(p, c) : (p.q1 - p.q0 + kExactRowChunk - 1) / kExactRowChunk;
+  return p.approximate ? block_count(p, c) : (p.q1 - p.q0 + exact_row_chunk(p) - 1) / exact_row_chunk(p);
 }
 
 // The work items of a phase: one per (part, batch, query head, unit).
@@ -580,16 +588,17 @@ void run_phase(Context& ctx, const Phase& phase, bool merge, ThreadScratch* scra
   for (std::size_t pi = 0; pi < phase.parts.size(); ++pi) {
     const Part& p = phase.parts[pi];
     const std::int64_t units = units_of(p, ctx.config);
+    const std::int64_t chunk = exact_row_chunk(p);
     const double unit_cost = p.approximate ? static_cast<double>(p.q1 - p.q0) / static_cast<double>(units) *
                                                  static_cast<double>(ctx.config.block_size + ctx.config.sample_size)
-                                           : static_cast<double>(kExactRowChunk) * static_cast<double>(p.k1 - p.k0);
+                                           : static_cast<double>(chunk) * static_cast<double>(p.k1 - p.k0);
     for (std::int64_t b = 0; b < ctx.batch; ++b)
       for (std::int64_t h = 0; h < ctx.heads_q; ++h)
         for (std::int64_t u = 0; u < units; ++u) {
           double cost = unit_cost;
           if (!p.approximate && p.causal_diagonal != cpu::kNoCausalMask)  // causal chunks grow along the rows
-            cost = static_cast<double>(kExactRowChunk) * static_cast<double>(std::clamp<std::int64_t>(
-                (u + 1) * kExactRowChunk + p.causal_diagonal, 1, p.k1 - p.k0));
+            cost = static_cast<double>(chunk) * static_cast<double>(std::clamp<std::int64_t>(
+                (u + 1) * chunk + p.causal_diagonal, 1, p.k1 - p.k0));
           items[n_items++] = {static_cast<std::int32_t>(pi), static_cast<std::int32_t>(h), b, u, cost};
         }
   }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <initializer_list>
 
 #include "attention_tester.hpp"
 
@@ -44,10 +45,37 @@ void check_exact(const Case& c, int threads = 2) {
   EXPECT_LE(e.lse_max_abs, lse_tol);
 }
 
+// Causal exact attention on shape s (f32, [b, s, h, d] memory) gives the same output bytes for
+// each thread count.
+void expect_same_bytes_for_thread_counts(const Shape& s, std::initializer_list<int> thread_counts, std::uint64_t seed) {
+  std::vector<std::uint8_t> first;
+  for (int threads : thread_counts) {
+    Problem p(s, DType::f32, Layout::bshd, seed);
+    AttentionConfig cfg;
+    cfg.causal = true;
+    cfg.threads = threads;
+    ASSERT_TRUE(exact_attention(p.args(), cfg).ok());
+    if (first.empty())
+      first = p.out.storage;
+    else
+      EXPECT_EQ(0, std::memcmp(first.data(), p.out.storage.data(), first.size())) << threads << " threads";
+  }
+}
+
 TEST(ExactAttention, LengthsAroundTiles) {
   for (std::int64_t n : {1, 2, 7, 63, 64, 65, 127, 128, 129, 257, 300}) {
     for (bool causal : {false, true}) check_exact({{1, 1, 1, n, n, 64}, causal, Layout::bhsd, DType::f32});
   }
+}
+
+// Parts of 16384 rows or more run in 512-row work items, shorter ones in 256-row items
+// (exact_row_chunk). Few keys keep the reference cheap: a last item of 1 row (non-causal), and
+// seq_q > seq_kv causal, where each item's diagonal is offset from the part's (rows before the
+// last 700 see no key) and the last item holds 511 rows; the bytes unchanged by the thread count.
+TEST(ExactAttention, LongPartsInLargerWorkItems) {
+  check_exact({{1, 1, 1, 16385, 64, 16}, false, Layout::bhsd, DType::f32});
+  check_exact({{1, 2, 1, 16895, 700, 16}, true, Layout::bshd, DType::f32});
+  expect_same_bytes_for_thread_counts({1, 2, 1, 16896, 1100, 16}, {1, 2, 3}, 9);
 }
 
 TEST(ExactAttention, HeadDims) {
@@ -134,19 +162,7 @@ TEST(ExactAttention, Bf16AgainstFp32WithinRoundingOfInputs) {
 }
 
 TEST(ExactAttention, ThreadCountDoesNotChangeABit) {
-  Shape s{2, 4, 2, 517, 517, 64};
-  std::vector<std::uint8_t> first;
-  for (int threads : {1, 2, 3, 8}) {
-    Problem p(s, DType::f32, Layout::bshd, 5);
-    AttentionConfig cfg;
-    cfg.causal = true;
-    cfg.threads = threads;
-    ASSERT_TRUE(exact_attention(p.args(), cfg).ok());
-    if (first.empty())
-      first = p.out.storage;
-    else
-      EXPECT_EQ(0, std::memcmp(first.data(), p.out.storage.data(), first.size())) << threads << " threads";
-  }
+  expect_same_bytes_for_thread_counts({2, 4, 2, 517, 517, 64}, {1, 2, 3, 8}, 5);
 }
 
 TEST(ExactAttention, LseIsOptionalAndScaleIsHonoured) {

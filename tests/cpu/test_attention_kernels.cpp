@@ -280,6 +280,20 @@ TEST(AttentionKernels, SizeSweepF32AndBf16) {
         }
 }
 
+// Calls of the executor's 512-row items and around the AVX2, NEON (516) and AVX-512 (512) row
+// tiles: one tile, one tile and a row, two tiles; causal diagonals inside the second tile.
+TEST(AttentionKernels, RowTilesAroundTheLargeItems) {
+  std::uint32_t seed = 170;
+  for (const AttentionKernel* kernel : all_kernels())
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      for (std::int64_t rows : {511, 513, 516, 517, 1031})
+        run_case(*kernel, {.dtype = dtype, .rows = rows, .keys = 270, .head_dim = 32, .head_dim_v = 32}, seed++);
+      for (std::int64_t diag : {std::int64_t{-300}, std::int64_t{-513}, std::int64_t{-20}})
+        run_case(*kernel, {.dtype = dtype, .rows = 530, .keys = 300, .head_dim = 64, .head_dim_v = 64,
+                           .indexed = true, .bias = true, .causal_diagonal = diag}, seed++);
+    }
+}
+
 TEST(AttentionKernels, HeadDims) {
   std::uint32_t seed = 100;
   for (const AttentionKernel* kernel : all_kernels())
@@ -289,6 +303,25 @@ TEST(AttentionKernels, HeadDims) {
   // head_dim_v differing from head_dim.
   for (const AttentionKernel* kernel : all_kernels())
     run_case(*kernel, {.rows = 20, .keys = 70, .head_dim = 64, .head_dim_v = 40}, seed++);
+}
+
+// Large head_dim across key tiles (each ISA's K and V panels are largest here): key counts
+// either side of multiples of 64, 128 and 256 keys, the causal diagonal crossing a tile, a bias with
+// gathered rows, head_dim_v below head_dim, and 259 rows.
+TEST(AttentionKernels, LargeHeadDimsAcrossKeyTiles) {
+  std::uint32_t seed = 150;
+  for (const AttentionKernel* kernel : all_kernels())
+    for (DType dtype : {DType::f32, DType::bf16})
+      for (int d : {96, 128, 256}) {
+        for (std::int64_t keys : {63, 65, 127, 129, 161, 257, 385})
+          run_case(*kernel, {.dtype = dtype, .rows = 13, .keys = keys, .head_dim = d, .head_dim_v = d}, seed++);
+        run_case(*kernel, {.dtype = dtype, .rows = 259, .keys = 300, .head_dim = d, .head_dim_v = d,
+                           .causal_diagonal = 300 - 259}, seed++);
+        run_case(*kernel, {.dtype = dtype, .rows = 40, .keys = 200, .head_dim = d, .head_dim_v = d,
+                           .indexed = true, .bias = true, .causal_diagonal = 130}, seed++);
+        run_case(*kernel, {.dtype = dtype, .rows = 30, .keys = 170, .head_dim = d, .head_dim_v = d / 2 + 3,
+                           .stride_pad = 1}, seed++);
+      }
 }
 
 TEST(AttentionKernels, IndicesBiasAndStrides) {

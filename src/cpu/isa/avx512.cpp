@@ -70,9 +70,10 @@ namespace {
 constexpr int kW = 16;            // fp32 lanes per zmm
 constexpr int kRowGroup = 8;      // rows per microkernel call
 constexpr int kKeyChunk = 32;     // keys per S microkernel call (two zmm)
-constexpr int kRowTile = 256;     // rows held in scratch at once (multiple of kRowGroup)
+constexpr int kRowTile = 512;     // rows held in scratch at once (multiple of kRowGroup; the executor's 512-row chunk)
 constexpr int kKeyTile = 256;     // keys packed at once (multiple of kKeyChunk)
 constexpr int kWinRows = 32;      // compact row windows: windowed rows per tile at most
+constexpr int kWinTileRows = 256; // compact row windows: rows per tile at most
 constexpr int kWinKeys = 2048;    // compact row windows: keys per tile at most
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
@@ -562,7 +563,7 @@ void dense_impl(const DenseAttentionTile& t) {
 // (AttentionKernels.SmallTilesMatchThePackedPath).
 
 constexpr int kSmallMaxRows = 64;  // row tiles up to this many rows take dense_small (a multiple of kW)
-                                   // (tiles with compact row windows: up to kRowTile)
+                                   // (tiles with compact row windows: up to kWinTileRows)
 
 // S^T for one slab and 16 keys: st[j][r] = <q_r, k_j> (q pre-scaled) for keys j of the chunk.
 // qt: [d][16]; kb: the chunk's keys, [d/16][16 keys][16 columns].
@@ -649,7 +650,7 @@ inline bool small_tile(const DenseAttentionTile& t) {
 
 // AttentionKernel::compact_windows: tiles with row windows that dense_small runs compactly.
 bool compact_windows(const DenseAttentionTile& t) {
-  if (t.dtype != DType::f32 || t.rows > kRowTile || t.head_dim % kW != 0 || t.head_dim_v % kW != 0 ||
+  if (t.dtype != DType::f32 || t.rows > kWinTileRows || t.head_dim % kW != 0 || t.head_dim_v % kW != 0 ||
       t.keys > kWinKeys || t.causal_diagonal != kNoCausalMask || t.row_window == nullptr)
     return false;
   int windowed = 0;

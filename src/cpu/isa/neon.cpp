@@ -31,7 +31,7 @@ namespace {
 constexpr int kW = 4;           // fp32 lanes per q register
 constexpr int kRowGroup = 6;    // rows per microkernel call
 constexpr int kKeyChunk = 16;   // keys per S microkernel call (four q registers)
-constexpr int kRowTile = 258;   // rows held in scratch at once (multiple of kRowGroup, >= the executor's 256-row chunk)
+constexpr int kRowTile = 516;   // rows held in scratch at once (multiple of kRowGroup, >= the executor's 512-row chunk)
 constexpr int kKeyTile = 256;   // keys packed at once (multiple of kKeyChunk)
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
