@@ -33,9 +33,10 @@ namespace {
 constexpr int kW = 8;             // fp32 lanes per ymm
 constexpr int kRowGroup = 6;      // rows per microkernel call
 constexpr int kKeyChunk = 16;     // keys per S microkernel call (two ymm)
-// Rows held in scratch at once: a multiple of kRowGroup, and at least the executor's 512-row chunk
-// (a tile short of the chunk packs every key tile twice: 252 rows for a 256-row chunk was 7-9%
-// slower on Zen 4; 258 rows for a 512-row one 0-5% slower than 516, within the noise of the day).
+// Rows held in scratch at once: a multiple of kRowGroup, and at least the executor's 512-row chunk,
+// so that each key tile is packed once per chunk (252 rows for a 256-row chunk split it into 252 + 4
+// rows, packing twice: 7-9% slower on Zen 4; 258 rows for a 512-row chunk measured from 14% slower
+// to 10% faster than 516 between runs, one thread, forced on Zen 4: no clear difference).
 constexpr int kRowTile = 516;
 constexpr int kKeyTile = 256;     // keys packed at once (multiple of kKeyChunk)
 constexpr float kLog2e = 1.44269504088896341f;
