@@ -31,7 +31,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import bench_vs_sdpa as vs  # noqa: E402  (measured_peaks, kernel_peak, hyperattn_medians, sdpa_median, cpu_model)
+import bench_vs_sdpa as vs  # noqa: E402  (cap_torch_isa, measured_peaks, kernel_peak, hyperattn_medians, sdpa_median, cpu_model)
 
 ROOT = os.path.join(HERE, "..")
 
@@ -101,10 +101,8 @@ def main():
         ap.error(f"--hyper-seq: expected two or more lengths, got {a.hyper_seq!r}")
 
     torch = None
-    if a.torch_isa:  # before torch is imported (bench_vs_sdpa.py)
-        os.environ["ATEN_CPU_CAPABILITY"] = a.torch_isa
-        os.environ["MKL_ENABLE_INSTRUCTIONS"] = {"avx2": "AVX2", "avx512": "AVX512"}[a.torch_isa]
-        os.environ["ONEDNN_MAX_CPU_ISA"] = {"avx2": "AVX2", "avx512": "AVX512_CORE"}[a.torch_isa]
+    if a.torch_isa:
+        vs.cap_torch_isa(a.torch_isa)
     if not a.no_torch:
         import torch
         torch.set_num_threads(a.threads)

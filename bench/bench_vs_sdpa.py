@@ -36,6 +36,13 @@ def cpu_model():
     return "unknown"
 
 
+def cap_torch_isa(isa):
+    """Caps PyTorch's CPU code (ATen, MKL, oneDNN) at isa ('avx2' or 'avx512'); call before torch is imported."""
+    os.environ["ATEN_CPU_CAPABILITY"] = isa
+    os.environ["MKL_ENABLE_INSTRUCTIONS"] = {"avx2": "AVX2", "avx512": "AVX512"}[isa]
+    os.environ["ONEDNN_MAX_CPU_ISA"] = {"avx2": "AVX2", "avx512": "AVX512_CORE"}[isa]
+
+
 def measured_peaks(bench_attention, threads):
     """{'avx2_fma_f32': GFLOP/s on `threads` threads, ...} from bench_attention's start-up line."""
     out = subprocess.run([bench_attention, "--benchmark_filter=^$"], check=True, capture_output=True, text=True).stdout
@@ -103,9 +110,7 @@ def main():
     a = ap.parse_args()
     torch = None
     if a.torch_isa:
-        os.environ["ATEN_CPU_CAPABILITY"] = a.torch_isa
-        os.environ["MKL_ENABLE_INSTRUCTIONS"] = {"avx2": "AVX2", "avx512": "AVX512"}[a.torch_isa]
-        os.environ["ONEDNN_MAX_CPU_ISA"] = {"avx2": "AVX2", "avx512": "AVX512_CORE"}[a.torch_isa]
+        cap_torch_isa(a.torch_isa)
     if not a.no_torch:
         import torch
         torch.set_num_threads(a.threads)
