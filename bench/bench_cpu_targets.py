@@ -31,14 +31,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import bench_vs_sdpa as vs  # noqa: E402  (cap_torch_isa, measured_peaks, kernel_peak, hyperattn_medians, sdpa_median, cpu_model)
+import bench_vs_sdpa as vs  # noqa: E402  (attention_flops, cap_torch_isa, measured_peaks, kernel_peak, hyperattn_medians, sdpa_median, cpu_model)
 
 ROOT = os.path.join(HERE, "..")
-
-
-def attention_flops(n, d, causal):
-    """FLOPs of one query head over n queries and n keys: 4 n^2 d, or 2 n (n + 1) d causal."""
-    return 2.0 * n * (n + 1) * d if causal else 4.0 * n * n * d
 
 
 def best_kernel(bench_attention):
@@ -136,7 +131,7 @@ def main():
             med = vs.hyperattn_medians(a.cli, isa, a.n, d, dtype, a.threads, a.repeats)
             peak = vs.kernel_peak(peaks, isa, dtype)
             for causal in (False, True):
-                flops = attention_flops(a.n, d, causal)
+                flops = vs.attention_flops(a.n, d, causal)
                 t = med[causal]
                 gf = flops / t * 1e-9
                 ts = None
@@ -160,14 +155,14 @@ def main():
         doc = cli_json(a.cli, ["eval", "--model", a.model, "--text", a.text, "--seq-len", str(n), "--windows", "1",
                                "--patch", "all", "--threads", str(a.threads)], isa)
         layers, heads, d = 6, 6, 64  # the bundled model (models/llama-11m-32k/config.json)
-        model_flops = layers * heads * attention_flops(n, d, True)
+        model_flops = layers * heads * vs.attention_flops(n, d, True)
         att = doc["exact_attention_seconds"]
         model_rate = model_flops / att * 1e-9
         rates = {}
         for layout in ("bhsd", "token-major"):
             rec = bench_records(a.cli, ["--seq", str(n), "--heads", "6", "--heads-kv", "2", "--layout", layout, "--causal",
                                         "--method", "exact", "--threads", str(a.threads), "--repeats", "1"], isa)
-            rates[layout] = heads * attention_flops(n, d, True) / rec[0]["median_s"] * 1e-9
+            rates[layout] = heads * vs.attention_flops(n, d, True) / rec[0]["median_s"] * 1e-9
         hyper = doc["results"][0]
         result["model"] = {"seq": n, "exact_s": doc["exact_seconds"], "exact_attention_s": att,
                            "attention_gflops": model_rate, "bench_gflops": rates, "hyper_all_s": hyper["seconds"],

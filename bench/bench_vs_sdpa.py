@@ -36,6 +36,11 @@ def cpu_model():
     return "unknown"
 
 
+def attention_flops(n, d, causal):
+    """FLOPs of one query head over n queries and n keys: 4 n^2 d, or 2 n (n + 1) d causal (the visible keys)."""
+    return 2.0 * n * (n + 1) * d if causal else 4.0 * n * n * d
+
+
 def cap_torch_isa(isa):
     """Caps PyTorch's CPU code (ATen, MKL, oneDNN) at isa ('avx2' or 'avx512'); call before torch is imported."""
     os.environ["ATEN_CPU_CAPABILITY"] = isa
@@ -133,7 +138,7 @@ def main():
                 print(f"| {isa} | skipped: {e} |")
                 break  # the next kernel
             for causal in (False, True):
-                flops = (2.0 * a.n * (a.n + 1) if causal else 4.0 * a.n * a.n) * d
+                flops = attention_flops(a.n, d, causal)
                 t = med[causal]
                 peak = kernel_peak(peaks, isa, dtype)
                 ts = None
