@@ -24,41 +24,21 @@ import argparse
 import datetime
 import json
 import os
-import statistics
-import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import bench_vs_sdpa as vs  # noqa: E402  (attention_flops, cap_torch_isa, measured_peaks, kernel_peak, hyperattn_medians, sdpa_median, cpu_model)
+import bench_vs_sdpa as vs  # noqa: E402  (attention_flops, cap_torch_isa, cli_json, bench_records, measured_peaks, ...)
 
 ROOT = os.path.join(HERE, "..")
 
 
-def best_kernel(bench_attention):
-    out = subprocess.run([bench_attention, "--benchmark_filter=^$"], check=True, capture_output=True, text=True).stdout
-    for line in out.splitlines():
+def best_kernel(startup):
+    """The kernel the library picks, from bench_attention's start-up output."""
+    for line in startup.splitlines():
         if line.startswith("best kernel:"):
             return line.split(":", 1)[1].strip()
     raise RuntimeError("bench_attention printed no 'best kernel:' line")
-
-
-def cli_json(cli, args, isa):
-    """Runs `hyperattn <args> --json tmp` under HYPERATTN_ISA=isa; returns the JSON document."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "out.json")
-        run = subprocess.run([cli, *args, "--json", out], env=dict(os.environ, HYPERATTN_ISA=isa), capture_output=True,
-                             text=True, cwd=ROOT)
-        if run.returncode != 0:
-            raise RuntimeError(f"hyperattn {' '.join(args)} failed: {run.stderr.strip()[-2000:]}")
-        with open(out) as f:
-            return json.load(f)
-
-
-def bench_records(cli, args, isa):
-    doc = cli_json(cli, ["bench", *args], isa)
-    return doc["records"] if isinstance(doc, dict) else doc
 
 
 class Table:
@@ -102,9 +82,10 @@ def main():
         import torch
         torch.set_num_threads(a.threads)
 
-    best = best_kernel(a.bench_attention)
+    startup = vs.bench_attention_startup(a.bench_attention)
+    best = best_kernel(startup)
     isa = a.isa or best
-    peaks = vs.measured_peaks(a.bench_attention, a.threads)
+    peaks = vs.measured_peaks(a.bench_attention, a.threads, startup)
     flags = set()
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -152,15 +133,15 @@ def main():
     # 3. The model's prefill, and the contiguous benchmark of its attention.
     if not a.skip_model:
         n = a.model_seq
-        doc = cli_json(a.cli, ["eval", "--model", a.model, "--text", a.text, "--seq-len", str(n), "--windows", "1",
-                               "--patch", "all", "--threads", str(a.threads)], isa)
+        doc = vs.cli_json(a.cli, ["eval", "--model", a.model, "--text", a.text, "--seq-len", str(n), "--windows", "1",
+                               "--patch", "all", "--threads", str(a.threads)], isa, cwd=ROOT)
         layers, heads, d = 6, 6, 64  # the bundled model (models/llama-11m-32k/config.json)
         model_flops = layers * heads * vs.attention_flops(n, d, True)
         att = doc["exact_attention_seconds"]
         model_rate = model_flops / att * 1e-9
         rates = {}
         for layout in ("bhsd", "token-major"):
-            rec = bench_records(a.cli, ["--seq", str(n), "--heads", "6", "--heads-kv", "2", "--layout", layout, "--causal",
+            rec = vs.bench_records(a.cli, ["--seq", str(n), "--heads", "6", "--heads-kv", "2", "--layout", layout, "--causal",
                                         "--method", "exact", "--threads", str(a.threads), "--repeats", "1"], isa)
             rates[layout] = heads * vs.attention_flops(n, d, True) / rec[0]["median_s"] * 1e-9
         hyper = doc["results"][0]
@@ -179,7 +160,7 @@ def main():
                   f"{doc['exact_seconds'] / hyper['seconds']:.1f}x faster")
 
     # 4. HyperAttention causal growth.
-    recs = bench_records(a.cli, ["--seq", ",".join(map(str, hyper_seq)), "--causal", "--method", "hyper", "--threads",
+    recs = vs.bench_records(a.cli, ["--seq", ",".join(map(str, hyper_seq)), "--causal", "--method", "hyper", "--threads",
                                  str(a.threads), "--repeats", str(a.repeats)], isa)
     times = {r["seq"]: r["median_s"] for r in recs}
     first, last = hyper_seq[0], hyper_seq[-1]

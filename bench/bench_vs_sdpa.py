@@ -48,9 +48,15 @@ def cap_torch_isa(isa):
     os.environ["ONEDNN_MAX_CPU_ISA"] = {"avx2": "AVX2", "avx512": "AVX512_CORE"}[isa]
 
 
-def measured_peaks(bench_attention, threads):
-    """{'avx2_fma_f32': GFLOP/s on `threads` threads, ...} from bench_attention's start-up line."""
-    out = subprocess.run([bench_attention, "--benchmark_filter=^$"], check=True, capture_output=True, text=True).stdout
+def bench_attention_startup(bench_attention):
+    """What bench_attention prints before any benchmark: the measured peaks and the best kernel."""
+    return subprocess.run([bench_attention, "--benchmark_filter=^$"], check=True, capture_output=True, text=True).stdout
+
+
+def measured_peaks(bench_attention, threads, startup=None):
+    """{'avx2_fma_f32': GFLOP/s on `threads` threads, ...} from bench_attention's start-up line
+    (startup: its output when already run)."""
+    out = startup if startup is not None else bench_attention_startup(bench_attention)
     line = next((ln for ln in out.splitlines() if ln.startswith("measured peak")), "")
     peaks = {}
     for name, one, many in re.findall(r"(\w+) ([0-9.]+) / ([0-9.]+);", line):
@@ -68,21 +74,30 @@ def kernel_peak(peaks, isa, dtype):
     return None
 
 
-def hyperattn_medians(cli, isa, n, d, dtype, threads, repeats):
-    """{causal: median seconds} of `hyperattn bench --method exact --both` under HYPERATTN_ISA=isa."""
+def cli_json(cli, args, isa, cwd=None):
+    """Runs `hyperattn <args> --json tmp` under HYPERATTN_ISA=isa (in cwd); returns the JSON document."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "bench.json")
-        env = dict(os.environ, HYPERATTN_ISA=isa)
-        run = subprocess.run([cli, "bench", "--seq", str(n), "--head-dim", str(d), "--dtype", dtype, "--both",
-                              "--method", "exact", "--threads", str(threads), "--repeats", str(repeats), "--json", out],
-                             env=env, capture_output=True, text=True)
+        out = os.path.join(tmp, "out.json")
+        run = subprocess.run([cli, *args, "--json", out], env=dict(os.environ, HYPERATTN_ISA=isa), capture_output=True,
+                             text=True, cwd=cwd)
         if run.returncode != 0:
-            raise RuntimeError(f"hyperattn bench failed: {run.stderr.strip()}")
+            raise RuntimeError(f"hyperattn {' '.join(args)} failed: {run.stderr.strip()[-2000:]}")
         if "unknown or unsupported" in run.stderr:
             raise RuntimeError(f"HYPERATTN_ISA={isa} is not supported on this CPU")
         with open(out) as f:
-            doc = json.load(f)
-    records = doc["records"] if isinstance(doc, dict) else doc
+            return json.load(f)
+
+
+def bench_records(cli, args, isa):
+    """The records of `hyperattn bench <args> --json` under HYPERATTN_ISA=isa."""
+    doc = cli_json(cli, ["bench", *args], isa)
+    return doc["records"] if isinstance(doc, dict) else doc
+
+
+def hyperattn_medians(cli, isa, n, d, dtype, threads, repeats):
+    """{causal: median seconds} of `hyperattn bench --method exact --both` under HYPERATTN_ISA=isa."""
+    records = bench_records(cli, ["--seq", str(n), "--head-dim", str(d), "--dtype", dtype, "--both", "--method", "exact",
+                                  "--threads", str(threads), "--repeats", str(repeats)], isa)
     return {bool(r["causal"]): r["median_s"] for r in records}
 
 
