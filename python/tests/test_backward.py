@@ -51,6 +51,27 @@ def test_exact_gradients_match_sdpa_autograd(shape, causal, layout, dtype):
         assert rel_err(gx, r.grad) < tol, name
 
 
+def test_nonfinite_value_reaches_only_the_rows_that_see_it():
+    """An Inf in V at key 200 (causal): rows 0..199 never see it, so their outputs and dq stay
+    finite and equal to SDPA's on the same inputs with that value replaced by 0; dV (P^T dO) is
+    finite everywhere. (SDPA itself gives NaN in rows 0..199: its masked weight 0 times Inf.)"""
+    q, k, v = rand((1, 2, 300, 64), 1), rand((1, 1, 300, 64), 2), rand((1, 1, 300, 64), 3)
+    go = rand((1, 2, 300, 64), 4)
+    go[:, :, 200:] = 0.0  # rows that see the Inf get no gradient (their O is Inf)
+    v_inf = v.clone()
+    v_inf[0, 0, 200, 5] = float("inf")
+    ref_in = [x.double().requires_grad_() for x in (q, k, v)]
+    ref_out = sdpa64(*ref_in, True)
+    ref_out.backward(go.double())
+    args = [x.clone().requires_grad_() for x in (q, k, v_inf)]
+    out = hyperattn.attention(*args, method="exact", causal=True)
+    assert torch.isinf(out[0, :, 200:, 5]).all()
+    assert rel_err(out[:, :, :200], ref_out[:, :, :200].detach()) < 2e-5
+    out.backward(go)
+    assert rel_err(args[0].grad[:, :, :200], ref_in[0].grad[:, :, :200]) < 2e-5
+    assert rel_err(args[2].grad, ref_in[2].grad) < 2e-5
+
+
 def test_lse_gradient_flows():
     q, k, v = (rand((1, 2, 80, 64), i) for i in (1, 2, 3))
     ref_in = [x.double().requires_grad_() for x in (q, k, v)]

@@ -23,15 +23,18 @@ core::Plan plan_of(const AttentionArgs& args, const AttentionConfig& config, boo
 }
 
 // The door of every forward call: shapes and strides, injected randomness (HyperAttention), magnitudes.
-Status check_forward(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness* injected) {
+// The magnitudes' pass also says which inputs hold NaN or Inf (*nonfinite, for the executor).
+Status check_forward(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness* injected,
+                     cpu::NonFiniteInputs* nonfinite) {
   HYPERATTN_RETURN_IF_ERROR(validate(args, config));
   if (injected != nullptr) HYPERATTN_RETURN_IF_ERROR(check_injected(args, config, *injected));
-  return cpu::check_magnitudes(args, config);
+  return cpu::check_magnitudes(args, config, nonfinite);
 }
 
-Status check_backward(const AttentionGradArgs& g, const AttentionConfig& config, const InjectedRandomness* injected) {
+Status check_backward(const AttentionGradArgs& g, const AttentionConfig& config, const InjectedRandomness* injected,
+                      cpu::NonFiniteInputs* nonfinite) {
   HYPERATTN_RETURN_IF_ERROR(validate_backward(g, config));
-  HYPERATTN_RETURN_IF_ERROR(cpu::check_magnitudes(forward_args(g), config));
+  HYPERATTN_RETURN_IF_ERROR(cpu::check_magnitudes(forward_args(g), config, nonfinite));
   if (injected != nullptr) HYPERATTN_RETURN_IF_ERROR(check_injected(forward_args(g), config, *injected));
   return Status::Ok();
 }
@@ -51,17 +54,20 @@ Status check_bytes_out(const std::size_t* bytes) {
 
 Status run_forward(const AttentionArgs& args, const AttentionConfig& config, const InjectedRandomness* injected,
                    const Workspace& workspace) {
-  HYPERATTN_RETURN_IF_ERROR(check_forward(args, config, injected));
+  cpu::NonFiniteInputs nonfinite;
+  HYPERATTN_RETURN_IF_ERROR(check_forward(args, config, injected, &nonfinite));
   const bool hyper = injected != nullptr;
-  return cpu::execute(plan_of(args, config, hyper), args, config, hyper ? *injected : InjectedRandomness{}, workspace);
+  return cpu::execute(plan_of(args, config, hyper), args, config, hyper ? *injected : InjectedRandomness{}, workspace,
+                      nonfinite);
 }
 
 Status run_backward(const AttentionGradArgs& g, const AttentionConfig& config, const InjectedRandomness* injected,
                     const Workspace& workspace) {
-  HYPERATTN_RETURN_IF_ERROR(check_backward(g, config, injected));
+  cpu::NonFiniteInputs nonfinite;
+  HYPERATTN_RETURN_IF_ERROR(check_backward(g, config, injected, &nonfinite));
   const bool hyper = injected != nullptr;
   return cpu::execute_backward(plan_of(forward_args(g), config, hyper), g, config, hyper ? *injected : InjectedRandomness{},
-                               workspace);
+                               workspace, nonfinite);
 }
 
 }  // namespace

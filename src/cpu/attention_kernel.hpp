@@ -217,6 +217,14 @@ const AttentionKernel& best_kernel();
 // runner's element-wise passes), derived from best_kernel() so that HYPERATTN_ISA steers them too:
 // avx512 and avx512_nobf16 -> avx512, avx2 -> avx2, neon and scalar -> baseline.
 SimdLevel simd_level();
+// The kernel for inputs that hold NaN or Inf: the scalar one, which leaves out of every sum each
+// entry a row does not see (past its causal limit, masked by its window, bias -inf; in the
+// backward also padded keys and rows with LSE = +inf), so a NaN or Inf reaches only the rows and
+// keys that meet it. The SIMD kernels multiply such entries' weight 0 by their tile's values
+// (0 * Inf = NaN); the executor runs a call on this one when the door's scan found a NaN or Inf.
+// (A key a row sees whose weight underflows to 0 still counts: 0 * Inf = NaN, as the reference's
+// tiny weight times Inf is Inf.)
+const AttentionKernel& strict_kernel();
 // Every variant this CPU can run (for tests and benchmarks).
 int supported_kernels(const AttentionKernel** out, int capacity);
 // A kernel by name, or nullptr if unknown or unsupported here.

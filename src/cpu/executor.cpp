@@ -107,7 +107,8 @@ struct Context {
   const AttentionArgs& args;
   const AttentionConfig& config;
   const InjectedRandomness& injected;
-  const cpu::AttentionKernel& kernel;
+  // best_kernel(), or strict_kernel() for inputs holding NaN or Inf (NonFiniteInputs).
+  const cpu::AttentionKernel* kernel;
   // K and V as the kernels read them: the caller's, or a compact copy (compact_keys_and_values).
   TensorView k_rows, v_rows;
   std::byte* kv_copy = nullptr;  // [2][batch, heads_kv, n_k, d] when K or V is strided
@@ -137,7 +138,7 @@ struct Context {
   std::chrono::steady_clock::time_point last_report{};
 
   Context(const AttentionArgs& a, const AttentionConfig& c, const InjectedRandomness& inj)
-      : args(a), config(c), injected(inj), kernel(cpu::best_kernel()), k_rows(a.k), v_rows(a.v) {
+      : args(a), config(c), injected(inj), kernel(&cpu::best_kernel()), k_rows(a.k), v_rows(a.v) {
     threads = cpu::resolve_threads(c.threads);
     batch = a.q.batch();
     heads_q = a.q.heads();
@@ -488,10 +489,10 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     if (w0 >= w1) s.rows[static_cast<std::size_t>(plain++)] = t.q_index[r];
   }
   if (plain == t.rows) {
-    ctx.kernel.dense(t);
+    ctx.kernel->dense(t);
     return;
   }
-  if (ctx.kernel.compact_windows != nullptr) {
+  if (ctx.kernel->compact_windows != nullptr) {
     std::int64_t u0, u1;
     window_span(p, &u0, &u1);
     std::int32_t* keys = s.row_keys;  // [t.keys + (u1 - u0)]
@@ -505,8 +506,8 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     u.keys = t.keys + (u1 - u0);
     u.row_window = s.row_window;
     u.window_from = t.keys;
-    if (ctx.kernel.compact_windows(u)) {
-      ctx.kernel.dense(u);
+    if (ctx.kernel->compact_windows(u)) {
+      ctx.kernel->dense(u);
       return;
     }
   }
@@ -515,7 +516,7 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     u.q_index = s.rows;
     u.out_index = u.q_index;
     u.rows = plain;
-    ctx.kernel.dense(u);
+    ctx.kernel->dense(u);
   }
   for (std::int64_t r = 0; r < t.rows; ++r) {
     std::int64_t w0, w1;
@@ -536,7 +537,7 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     u.out_index = u.q_index;
     u.rows = 1;
     u.next = nullptr;
-    ctx.kernel.dense(u);
+    ctx.kernel->dense(u);
   }
 }
 
@@ -559,7 +560,7 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const Item* items, s
     if (p.approximate && p.window > 0)
       run_windowed_block(ctx, p, t, s);
     else
-      ctx.kernel.dense(t);
+      ctx.kernel->dense(t);
   }
   if (next >= 0) {
     s.slot ^= 1;
@@ -795,7 +796,9 @@ float load_element(const TensorView& t, std::int64_t offset) {
                                : bf16_bits_to_f32(static_cast<const std::uint16_t*>(t.data)[offset]);
 }
 
-void prepare_gradients(GradContext& gc) {
+// The driver's per-row arrays (dO as fp32, LSE with -inf as +inf, delta); true if a row's delta
+// or LSE is NaN or Inf (a NaN or Inf in dO, O, dLSE or LSE).
+bool prepare_gradients(GradContext& gc) {
   Context& ctx = gc.ctx;
   const AttentionGradArgs& g = gc.g;
   const std::int64_t d = ctx.d;
@@ -808,8 +811,10 @@ void prepare_gradients(GradContext& gc) {
     gc.dout_stride[1] = ctx.n_q * d;
     gc.dout_stride[2] = d;
   }
+  std::vector<char> nonfinite(static_cast<std::size_t>(ctx.batch * ctx.heads_q), 0);
   cpu::parallel_for(ctx.batch * ctx.heads_q, ctx.threads, [&](std::int64_t bh, int) {
     const std::int64_t b = bh / ctx.heads_q, h = bh % ctx.heads_q;
+    bool any = false;
     for (std::int64_t r = 0; r < ctx.n_q; ++r) {
       const std::int64_t base_o = b * g.out.stride[0] + h * g.out.stride[1] + r * g.out.stride[2];
       const std::int64_t base_g = b * g.d_out.stride[0] + h * g.d_out.stride[1] + r * g.d_out.stride[2];
@@ -824,11 +829,14 @@ void prepare_gradients(GradContext& gc) {
       const float dl = g.d_lse.data == nullptr ? 0.0f : g.d_lse.data[b * g.d_lse.stride[0] + h * g.d_lse.stride[1] + r * g.d_lse.stride[2]];
       gc.lse[bh * ctx.n_q + r] = l == kNegInf ? kPosInf : l;
       gc.delta[bh * ctx.n_q + r] = static_cast<float>(dot - static_cast<double>(dl));
+      any |= !std::isfinite(gc.delta[bh * ctx.n_q + r]) || !(l < kPosInf);
     }
+    nonfinite[static_cast<std::size_t>(bh)] = any ? 1 : 0;
   });
   gc.dq.bind(g.dq, ctx.threads);
   gc.dk.bind(g.dk, ctx.threads);
   gc.dv.bind(g.dv, ctx.threads);
+  return std::any_of(nonfinite.begin(), nonfinite.end(), [](char x) { return x != 0; });
 }
 
 // The tile fields shared by every backward call of (batch b, query head hq).
@@ -901,14 +909,14 @@ void backward_exact_parts(GradContext& gc, const Phase& phase, ThreadScratch* sc
           t.dk = dk;
           t.dv = dv;
           t.dkv_row_stride = gc.dk.stride[2];
-          ctx.kernel.backward(t);
+          ctx.kernel->backward(t);
         } else {  // one stride serves both in the kernel: through the thread's local pair
           std::fill_n(s.k_loc, keys * ctx.d, 0.0f);
           std::fill_n(s.v_loc, keys * ctx.d, 0.0f);
           t.dk = s.k_loc;
           t.dv = s.v_loc;
           t.dkv_row_stride = ctx.d;
-          ctx.kernel.backward(t);
+          ctx.kernel->backward(t);
           for (std::int64_t j = 0; j < keys; ++j)
             for (int e = 0; e < ctx.d; ++e) {
               dk[j * gc.dk.stride[2] + e] += s.k_loc[j * ctx.d + e];
@@ -1000,7 +1008,7 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, ThreadScra
         t.dk = out;
         t.dv = out + ctx.d;
         t.dkv_row_stride = 2 * ctx.d;
-        ctx.kernel.backward(t);
+        ctx.kernel->backward(t);
         std::copy(keys, keys + t.keys, item_keys + i * slot);
         item_count[i] = t.keys;
       });
@@ -1095,8 +1103,11 @@ Carved carve(Context& ctx, const Plan& plan, Pass pass, Arena& arena) {
     c.items = arena.take<Item>(most);
   }
   const ScratchExtent e = scratch_extent(plan, ctx.config);
-  const std::size_t kernel_floats = pass == Pass::forward ? ctx.kernel.scratch_floats(ctx.d, ctx.d)
-                                                          : ctx.kernel.backward_scratch_floats(ctx.d);
+  // Room for either kernel a call may run on (the workspace's size does not depend on the values).
+  std::size_t kernel_floats = 0;
+  for (const cpu::AttentionKernel* k : {&cpu::best_kernel(), &cpu::strict_kernel()})
+    kernel_floats = std::max(kernel_floats, pass == Pass::forward ? k->scratch_floats(ctx.d, ctx.d)
+                                                                  : k->backward_scratch_floats(ctx.d));
   c.scratch = arena.take<ThreadScratch>(ctx.threads);
   if (c.scratch != nullptr) std::uninitialized_default_construct_n(c.scratch, ctx.threads);
   for (int t = 0; t < ctx.threads; ++t) {
@@ -1186,9 +1197,12 @@ std::size_t workspace_bytes(const Plan& plan, const AttentionArgs& args, const A
 }
 
 Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfig& config,
-               const InjectedRandomness& injected, const Workspace& workspace) {
+               const InjectedRandomness& injected, const Workspace& workspace, const NonFiniteInputs& nonfinite) {
   try {
     Context ctx(args, config, injected);
+    // A NaN or Inf in V reaches every row of a SIMD kernel's row group through the weight 0 of
+    // the keys a row does not see; the strict kernel leaves those keys out (docs/numerics.md).
+    if (nonfinite.v) ctx.kernel = &cpu::strict_kernel();
     const std::size_t needed = counted_bytes([&](Arena& a) { carve(ctx, plan, Pass::forward, a); });
     return with_workspace(needed, workspace, "workspace_size()", [&](Arena& arena) {
       const Carved c = carve(ctx, plan, Pass::forward, arena);
@@ -1278,12 +1292,12 @@ std::size_t backward_workspace_bytes(const Plan& plan, const AttentionGradArgs& 
 }
 
 Status execute_backward(const Plan& plan, const AttentionGradArgs& g, const AttentionConfig& config,
-                        const InjectedRandomness& injected, const Workspace& workspace) {
+                        const InjectedRandomness& injected, const Workspace& workspace, const NonFiniteInputs& nonfinite) {
   try {
     const AttentionArgs args{g.q, g.k, g.v, g.out, g.lse};
     Context ctx(args, config, injected);
-    if (ctx.kernel.backward == nullptr)
-      return Status::Unsupported(fmt::format("hyperattn: the {} kernel has no backward pass", ctx.kernel.name));
+    if (ctx.kernel->backward == nullptr)
+      return Status::Unsupported(fmt::format("hyperattn: the {} kernel has no backward pass", ctx.kernel->name));
     GradContext gc(ctx, g);
     const auto carve_all = [&](Arena& a) {
       const Carved c = carve(ctx, plan, Pass::backward, a);
@@ -1292,7 +1306,10 @@ Status execute_backward(const Plan& plan, const AttentionGradArgs& g, const Atte
     };
     return with_workspace(counted_bytes(carve_all), workspace, "backward_workspace_size()", [&](Arena& arena) {
       const Carved c = carve_all(arena);
-      prepare_gradients(gc);
+      // In the backward every product meets the masked entries (P = 0 and dS = 0): a NaN or Inf in
+      // Q, K, V, dO, O, dLSE or LSE would reach, through them, the gradients of rows and keys that
+      // never meet it. Such calls run on the strict kernel, which leaves the masked entries out.
+      if (prepare_gradients(gc) || nonfinite.q || nonfinite.k || nonfinite.v) ctx.kernel = &cpu::strict_kernel();
       if (any_approximate(plan)) prepare_lsh(ctx);
       compact_keys_and_values(ctx);
       for (const Phase& phase : plan.phases) {

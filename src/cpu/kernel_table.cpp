@@ -81,6 +81,8 @@ const AttentionKernel& best_kernel() {
   return chosen;
 }
 
+const AttentionKernel& strict_kernel() { return scalar::kKernel; }
+
 SimdLevel simd_level() {
   static const SimdLevel level = [] {
     const char* name = best_kernel().name;

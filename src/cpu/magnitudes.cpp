@@ -61,36 +61,45 @@ RowMax max_norm_head(const TensorView& t, std::int64_t b, std::int64_t h) {
   return t.dtype == DType::f32 ? max_norm_head_typed<float>(t, b, h) : max_norm_head_typed<std::uint16_t>(t, b, h);
 }
 
-// Per (batch, head): the largest finite |element| (NaN and Inf skipped), as fp32. One pass over
-// the bits: |x| is the bit pattern without its sign, and for finite values the integer order of
-// those patterns is the order of the magnitudes, so the loop is integer max (vectorized).
+// Per (batch, head): the largest finite |element| (NaN and Inf skipped), as fp32, and whether a
+// NaN or an Inf was there. One pass over the bits: |x| is the bit pattern without its sign, and for
+// finite values the integer order of those patterns is the order of the magnitudes, so the loop is
+// integer max (vectorized); a pattern at or above the infinity's is NaN or Inf.
+struct HeadMax {
+  float value = 0.0f;
+  bool nonfinite = false;
+};
+
 template <typename T>
-float max_abs_head(const TensorView& t, std::int64_t b, std::int64_t h) {
+HeadMax max_abs_head(const TensorView& t, std::int64_t b, std::int64_t h) {
   constexpr bool kF32 = sizeof(T) == 4;
   constexpr T kMagnitude = static_cast<T>(kF32 ? 0x7fffffffu : 0x7fffu);
   constexpr T kInfinity = static_cast<T>(kF32 ? 0x7f800000u : 0x7f80u);
   const T* base = static_cast<const T*>(t.data) + b * t.stride[0] + h * t.stride[1];
-  T best = 0;
+  T best = 0, worst = 0;  // worst: the largest pattern, finite or not
   for (std::int64_t i = 0; i < t.shape[2]; ++i) {
     const T* row = base + i * t.stride[2];
-    T m = 0;
+    T m = 0, any = 0;
     for (std::int64_t c = 0; c < t.shape[3]; ++c) {
       const T a = static_cast<T>(row[c] & kMagnitude);
       const T finite = a < kInfinity ? a : T{0};
       m = finite > m ? finite : m;
+      any = a > any ? a : any;
     }
     best = m > best ? m : best;
+    worst = any > worst ? any : worst;
   }
+  HeadMax r;
+  r.nonfinite = worst >= kInfinity;
   if constexpr (kF32) {
-    float f;
-    std::memcpy(&f, &best, sizeof f);
-    return f;
+    std::memcpy(&r.value, &best, sizeof r.value);
   } else {
-    return bf16_bits_to_f32(best);
+    r.value = bf16_bits_to_f32(best);
   }
+  return r;
 }
 
-float max_abs(const TensorView& t, std::int64_t b, std::int64_t h) {
+HeadMax max_abs(const TensorView& t, std::int64_t b, std::int64_t h) {
   return t.dtype == DType::f32 ? max_abs_head<std::uint32_t>(t, b, h) : max_abs_head<std::uint16_t>(t, b, h);
 }
 
@@ -107,7 +116,7 @@ void locate(const TensorView& t, std::int64_t b, std::int64_t h, float value, st
 
 }  // namespace
 
-Status check_magnitudes(const AttentionArgs& a, const AttentionConfig& c) {
+Status check_magnitudes(const AttentionArgs& a, const AttentionConfig& c, NonFiniteInputs* nonfinite) {
   const double scale = c.scale > 0.0f ? static_cast<double>(c.scale) : 1.0 / std::sqrt(static_cast<double>(a.q.head_dim()));
   const double root_d = std::sqrt(static_cast<double>(a.q.head_dim()));
   const std::int64_t group = a.q.heads() / a.k.heads();
@@ -116,11 +125,20 @@ Status check_magnitudes(const AttentionArgs& a, const AttentionConfig& c) {
   // every head of q, k and v in one parallel loop (the pass is memory-bound: one read of each).
   const std::int64_t nq = a.q.batch() * a.q.heads(), nk = a.k.batch() * a.k.heads();
   std::vector<float> head_max(static_cast<std::size_t>(nq + 2 * nk));
+  std::vector<char> head_nonfinite(static_cast<std::size_t>(nq + 2 * nk), 0);
   cpu::parallel_for(nq + 2 * nk, cpu::resolve_threads(c.threads), [&](std::int64_t item, int) {
     const TensorView& t = item < nq ? a.q : item < nq + nk ? a.k : a.v;
     const std::int64_t bh = item < nq ? item : (item - nq) % nk;
-    head_max[static_cast<std::size_t>(item)] = max_abs(t, bh / t.shape[1], bh % t.shape[1]);
+    const HeadMax m = max_abs(t, bh / t.shape[1], bh % t.shape[1]);
+    head_max[static_cast<std::size_t>(item)] = m.value;
+    head_nonfinite[static_cast<std::size_t>(item)] = m.nonfinite ? 1 : 0;
   });
+  if (nonfinite != nullptr) {
+    const auto any = [&](std::int64_t from, std::int64_t to) {
+      return std::any_of(head_nonfinite.begin() + from, head_nonfinite.begin() + to, [](char x) { return x != 0; });
+    };
+    *nonfinite = {any(0, nq), any(nq, nq + nk), any(nq + nk, nq + 2 * nk)};
+  }
   std::vector<RowMax> k_exact(static_cast<std::size_t>(nk));  // computed on demand (row == -1: not yet)
   for (std::int64_t b = 0; b < a.q.batch(); ++b)
     for (std::int64_t h = 0; h < a.q.heads(); ++h) {

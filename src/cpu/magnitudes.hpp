@@ -21,9 +21,17 @@ namespace hyperattn::cpu {
 inline constexpr double kScoreBound = 0x1p127;
 inline constexpr double kValueSumBound = 0x1p126;
 
+// Which of q, k and v hold a NaN or an Inf somewhere (found by the same pass). The executor runs
+// such calls on the kernel that leaves out every key a row does not see (cpu::strict_kernel()),
+// so a NaN or Inf reaches only the rows that see it (docs/numerics.md, "NaN and Inf").
+struct NonFiniteInputs {
+  bool q = false, k = false, v = false;
+};
+
 // Status::InvalidArgument naming q and k (or v), the bound and what arrived; Ok otherwise. Rows
-// holding NaN or Inf are skipped here: those propagate as documented (docs/numerics.md). `args`
-// must have passed validate() and point to host memory.
-Status check_magnitudes(const AttentionArgs& args, const AttentionConfig& config);
+// holding NaN or Inf are skipped by the bounds: those propagate as documented (docs/numerics.md),
+// and *nonfinite (if given) says which inputs hold them. `args` must have passed validate() and
+// point to host memory.
+Status check_magnitudes(const AttentionArgs& args, const AttentionConfig& config, NonFiniteInputs* nonfinite = nullptr);
 
 }  // namespace hyperattn::cpu

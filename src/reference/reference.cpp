@@ -392,13 +392,16 @@ RowView row_view(const DoubleProblem& p, std::size_t r) {
 double row_weights(const DoubleProblem& p, const RowView& rv, const std::vector<KeyEntry>& set, std::vector<double>& w) {
   w.resize(set.size());
   double mx = kNegInf;
+  bool nan = false;  // std::max drops NaN: a NaN score makes the row NaN (docs/numerics.md), never "no key"
   for (std::size_t j = 0; j < set.size(); ++j) {
     double dot = 0.0;
     const double* k = rv.k + set[j].key * p.d;
     for (int c = 0; c < p.d; ++c) dot += rv.q[c] * k[c];
     w[j] = p.scale * dot + set[j].bias;
     mx = std::max(mx, w[j]);
+    nan |= std::isnan(w[j]);
   }
+  if (nan) mx = std::numeric_limits<double>::quiet_NaN();
   if (mx == kNegInf) {
     std::fill(w.begin(), w.end(), 0.0);
     return kNegInf;

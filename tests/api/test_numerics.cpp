@@ -8,6 +8,9 @@
 #include <cfloat>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "attention_tester.hpp"
 #include "cpu/magnitudes.hpp"
@@ -112,6 +115,110 @@ TEST(Numerics, NonFiniteInputsStillPropagate) {
   p.q.set(0, 0, 3, 1, INFINITY);
   ASSERT_TRUE(exact_attention(p.args(), {}).ok());
   EXPECT_FALSE(std::isfinite(p.lse[3]));
+}
+
+// ---- NaN and Inf reach only the outputs that meet them ------------------------------------------
+
+// Every element of x against the double reference, which sums each row's key set only (so a NaN
+// or Inf there reaches exactly the rows, and gradients, that meet it with a nonzero weight): where
+// the reference is finite, x must be finite and within tol; where it is NaN or Inf, so must x be.
+// Returns how many elements of each kind there were, so a test can insist that both occur.
+struct FiniteCounts {
+  std::int64_t finite = 0, nonfinite = 0;
+};
+
+FiniteCounts expect_finite_where_reference_is(const std::vector<double>& x, const std::vector<double>& ref, double tol,
+                                              const std::string& what) {
+  FiniteCounts n;
+  int reported = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const bool ok = std::isfinite(ref[i]) ? std::abs(x[i] - ref[i]) <= tol : !std::isfinite(x[i]);
+    (std::isfinite(ref[i]) ? n.finite : n.nonfinite) += 1;
+    if (!ok && reported++ < 3) ADD_FAILURE() << what << ": element " << i << " is " << x[i] << ", the reference " << ref[i];
+  }
+  EXPECT_EQ(reported, 0) << what << ": elements that differ from the reference";
+  return n;
+}
+
+// The largest finite |x| (the scale of a gradient's tolerance).
+double max_finite_abs(const std::vector<double>& x) {
+  double m = 0.0;
+  for (double e : x)
+    if (std::isfinite(e)) m = std::max(m, std::abs(e));
+  return m;
+}
+
+// NaN and Inf in V, at keys some causal rows do not see: those rows stay finite and equal to the
+// reference, on every kernel (a SIMD kernel multiplies the weight 0 of an unseen key by its value,
+// 0 * Inf = NaN; such calls run on the strict kernel). Exact and HyperAttention (its causal blocks,
+// samples, sinks and local window), f32 and bf16, GQA, strided rows.
+TEST(Numerics, NonFiniteValuesReachOnlyTheRowsThatSeeThem) {
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (int method = 0; method < 3; ++method) {  // exact causal, hyper causal with sinks and window, hyper non-causal
+      const bool hyper = method > 0;
+      SCOPED_TRACE(std::string(method == 0 ? "exact causal " : method == 1 ? "hyper causal " : "hyper ") + to_string(dtype));
+      Problem p({1, 4, 2, 700, 700, 64}, dtype, Layout::bshd, 31);
+      p.v.set(0, 1, 400, 7, INFINITY);   // rows 256..399 share its key tile without seeing it
+      p.v.set(0, 1, 300, 3, -INFINITY);
+      for (std::int64_t c = 0; c < 64; ++c) p.v.set(0, 0, 650, c, std::nanf(""));
+      AttentionConfig cfg = hyper_config(method < 2);
+      if (method == 1) {
+        cfg.sink_keys = 4;
+        cfg.local_window = 24;
+      }
+      const Status s = hyper ? hyper_attention(p.args(), cfg) : exact_attention(p.args(), cfg);
+      ASSERT_TRUE(s.ok()) << s.message();
+      reference::Output ref;
+      const Status rs = hyper ? reference::hyper_attention(p.args(), cfg, {}, &ref) : reference::exact_attention(p.args(), cfg, &ref);
+      ASSERT_TRUE(rs.ok()) << rs.message();
+      double tol = (hyper ? 4.0 : 1.0) * fp32_out_tolerance(64, 700);
+      if (dtype == DType::bf16) tol += 5.0 * 0x1.0p-9;  // the output's rounding to bf16 (|out| <~ 5)
+      const FiniteCounts n = expect_finite_where_reference_is(reference::to_double(p.out.view), ref.out, tol, "out");
+      EXPECT_GT(n.nonfinite, 0) << "some rows must see the NaN and Inf";
+      EXPECT_GT(n.finite, 0);
+      const std::vector<double> lse(p.lse.begin(), p.lse.end());
+      expect_finite_where_reference_is(lse, ref.lse, 1e-4, "lse");
+      // Causal: the rows of kv head 1 before key 300 see neither value, the first rows of the tile among them.
+      for (std::int64_t i = 256; i < 300 && method < 2; ++i) EXPECT_TRUE(std::isfinite(p.out.get(0, 2, i, 3)) && std::isfinite(p.out.get(0, 3, i, 7)));
+    }
+}
+
+// The backward meets every masked entry in its products (P = 0 and dS = 0 times a row of Q, K, V
+// or dO): a NaN or Inf in any of them must reach only the gradients the reference gives NaN or Inf.
+TEST(Numerics, NonFiniteInputsReachOnlyTheGradientsThatMeetThem) {
+  enum What { v_key, d_out_row, k_key, q_row };
+  for (What what : {v_key, d_out_row, k_key, q_row})
+    for (bool gqa : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "case " << static_cast<int>(what) << (gqa ? " gqa" : ""));
+      const Shape shape = gqa ? Shape{1, 4, 2, 200, 260, 32} : Shape{1, 2, 1, 300, 300, 64};
+      GradProblem gp(shape, DType::f32, gqa ? Layout::bshd : Layout::bhsd, 51);
+      const std::int64_t at = 150, d = shape.head_dim;
+      for (std::int64_t c = 0; c < d; c += what == v_key ? d : 1) {  // one element of V, whole rows otherwise
+        if (what == v_key) gp.p.v.set(0, 0, at, 7, INFINITY);
+        if (what == k_key) gp.p.k.set(0, 0, at, c, INFINITY);
+        if (what == q_row) gp.p.q.set(0, 0, at, c, -INFINITY);
+        if (what == d_out_row) gp.d_out.set(0, 0, at, c, INFINITY);
+      }
+      AttentionConfig cfg;
+      cfg.causal = true;
+      cfg.threads = 2;
+      ASSERT_TRUE(exact_attention(gp.p.args(), cfg).ok());
+      const Status s = exact_attention_backward(gp.grad_args(), cfg);
+      ASSERT_TRUE(s.ok()) << s.message();
+      reference::KeySets sets;
+      ASSERT_TRUE(reference::exact_key_sets(gp.p.args(), cfg, &sets).ok());
+      const reference::Gradients ref = gp.reference_gradients(sets, cfg);
+      const double rel = grad_tolerance(DType::f32, DType::f32, d, std::max(shape.seq_q, shape.seq_kv));
+      FiniteCounts all;
+      for (const auto& [name, ours, theirs] : {std::tuple{"dq", values(gp.dq), ref.dq}, std::tuple{"dk", values(gp.dk), ref.dk},
+                                               std::tuple{"dv", values(gp.dv), ref.dv}}) {
+        const FiniteCounts n = expect_finite_where_reference_is(ours, theirs, rel * max_finite_abs(theirs), name);
+        all.finite += n.finite;
+        all.nonfinite += n.nonfinite;
+      }
+      EXPECT_GT(all.nonfinite, 0);
+      EXPECT_GT(all.finite, 0);
+    }
 }
 
 // Q and K at ~1e18 (scores ~1e36, 100x below FLT_MAX): computed, finite, and equal to the double

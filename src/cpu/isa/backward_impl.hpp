@@ -6,7 +6,14 @@
 // standard headers, having defined
 //   HYPERATTN_BWD_W   fp32 lanes per vector (16 AVX-512, 8 AVX2, 4 baseline SSE2/NEON)
 //   HYPERATTN_BWD_RB  rows (or keys) per register block (4 with 32 vector registers, 2 with 16)
-// and optionally (defaults in brackets) the tile and the register blocks of the three products:
+// and optionally (defaults in brackets)
+//   HYPERATTN_BWD_STRICT  1: leave every entry a row does not see (x = -inf: masked, a padded key,
+//                         bias -inf; every entry of a row with LSE = +inf) out of the products
+//                         instead of multiplying its P = 0 and dS = 0, so a NaN or Inf reaches only
+//                         the rows and keys that meet it (the strict kernel, attention_kernel.hpp;
+//                         a branch per weight in the inner loops, so only the scalar kernel sets
+//                         it). Such entries are marked P = dS = -0, which no weight e^x takes. [0]
+// and the tile and the register blocks of the three products:
 //   HYPERATTN_BWD_RT      rows per tile, a multiple of HYPERATTN_BWD_ROWS_R            [8 * RB]
 //   HYPERATTN_BWD_ROWS_R, HYPERATTN_BWD_ROWS_V   rows x vectors of the row-major products
 //                         S = Q K^T, dP = dO V^T and dQ += dS K (V divides 4)          [RB, 4]
@@ -46,6 +53,11 @@ constexpr int kBwdKeysR = HYPERATTN_BWD_KEYS_R, kBwdKeysV = HYPERATTN_BWD_KEYS_V
 constexpr int kBwdKeysR = kBwdRB, kBwdKeysV = 4;
 #endif
 constexpr int kBwdKT = kBwdKV * kBwdW;  // keys per tile
+#ifdef HYPERATTN_BWD_STRICT
+constexpr bool kBwdStrict = HYPERATTN_BWD_STRICT != 0;
+#else
+constexpr bool kBwdStrict = false;
+#endif
 static_assert(kBwdRT % kBwdRowsR == 0 && kBwdKV % kBwdRowsV == 0 && kBwdKT % kBwdKeysR == 0,
               "the register blocks tile the row and key tiles");
 typedef float bwd_vf __attribute__((vector_size(kBwdW * 4)));
@@ -54,6 +66,12 @@ typedef int bwd_vi __attribute__((vector_size(kBwdW * 4)));
 // A scalar operand of a vector operation is broadcast (one vbroadcastss; filling the lanes one by
 // one would store to the stack and stall the load that follows).
 inline bwd_vf bwd_splat(float x) { return x - bwd_vf{}; }
+// HYPERATTN_BWD_STRICT's mark of an entry left out of the products: -0.
+inline bool bwd_left_out(float w) {
+  std::uint32_t u;
+  __builtin_memcpy(&u, &w, sizeof u);
+  return u == 0x80000000u;
+}
 inline bwd_vf bwd_load(const float* p) {
   bwd_vf v;
   __builtin_memcpy(&v, p, sizeof v);
@@ -181,6 +199,7 @@ inline void bwd_acc_atb_block(const float* a, const float* b, int d, int j0, int
     for (int v = 0; v < NV; ++v) x[v] = bwd_load_reg(b + r * d + c0 + v * kBwdW);
     for (int i = 0; i < R; ++i) {
       const float w = a[r * kBwdKT + j0 + i];
+      if (kBwdStrict && bwd_left_out(w)) continue;
       for (int v = 0; v < NV; ++v) acc[i][v] += w * x[v];
     }
   }
@@ -225,6 +244,7 @@ inline void bwd_acc_ab_block(const float* a, const float* b, int d, float scale,
     for (int v = 0; v < NV; ++v) x[v] = bwd_load_reg(b + j * d + c0 + v * kBwdW);
     for (int i = 0; i < R; ++i) {
       const float w = a[(r0 + i) * kBwdKT + j];
+      if (kBwdStrict && bwd_left_out(w)) continue;
       for (int v = 0; v < NV; ++v) acc[i][v] += w * x[v];
     }
   }
@@ -311,6 +331,10 @@ void backward(const BackwardTile& t) {
       // Causal tiles below the diagonal are fully visible: no mask.
       const bool mask_causal = causal && k0 + kBwdKT - 1 > r0 + t.causal_diagonal;
       for (int i = 0; i < kBwdRT; ++i) {
+        if (kBwdStrict && s.lse[i] == __builtin_inff()) {  // padded, or saw no key: left out, whatever S is
+          for (int j = 0; j < kBwdKT; ++j) s.p[i * kBwdKT + j] = s.ds[i * kBwdKT + j] = -0.0f;
+          continue;
+        }
         const bwd_vf l = bwd_splat(s.lse[i]), dl = bwd_splat(s.delta[i]);
         const std::int64_t row = r0 + i;
         for (int v = 0; v < kBwdKV; ++v) {
@@ -339,8 +363,14 @@ void backward(const BackwardTile& t) {
             x = visible ? x : bwd_splat(-__builtin_inff());
           }
           const bwd_vf p = bwd_exp(x);
-          bwd_store(pp, p);
-          bwd_store(dd, p * (bwd_load(dd) - dl));
+          if constexpr (kBwdStrict) {
+            const bwd_vi left_out = x == bwd_splat(-__builtin_inff());
+            bwd_store(pp, left_out ? bwd_splat(-0.0f) : p);
+            bwd_store(dd, left_out ? bwd_splat(-0.0f) : p * (bwd_load(dd) - dl));
+          } else {
+            bwd_store(pp, p);
+            bwd_store(dd, p * (bwd_load(dd) - dl));
+          }
         }
       }
       if (t.dk != nullptr) {

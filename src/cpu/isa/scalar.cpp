@@ -1,7 +1,10 @@
 // src/cpu/isa/scalar.cpp: the portable dense attention kernel (no intrinsics).
 // Online softmax over key tiles (FlashAttention's recurrence), fp32 accumulation. It is the
 // fallback on CPUs without AVX2 and the plainest statement of the kernel contract
-// (src/cpu/attention_kernel.hpp); the SIMD variants must agree with it to rounding.
+// (src/cpu/attention_kernel.hpp); the SIMD variants must agree with it to rounding. It is also the
+// strict kernel (strict_kernel()): a key a row does not see (past its causal limit, masked by its
+// window, bias -inf) is left out of every sum, never multiplied by 0, so a NaN or Inf in V (forward),
+// or in Q, K, V or dO (backward), reaches only the rows and keys that meet it.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -103,6 +106,7 @@ void dense(const DenseAttentionTile& t) {
         for (int x = 0; x < dv; ++x) ar[x] *= correction;
         float sum = 0.0f;
         for (std::int64_t c = 0; c < visible; ++c) {
+          if (sr[c] == kNegInf) continue;  // masked by the row's window, or bias -inf: left out, v unread
           const float p = std::exp(sr[c] - m_new);
           sum += p;
           const float* vc = vbuf + c * dv;
@@ -133,9 +137,11 @@ void dense(const DenseAttentionTile& t) {
 
 #define HYPERATTN_BWD_W 4
 #define HYPERATTN_BWD_RB 2
+#define HYPERATTN_BWD_STRICT 1
 #include "cpu/isa/backward_impl.hpp"  // backward(), backward_scratch_floats()
 #undef HYPERATTN_BWD_W
 #undef HYPERATTN_BWD_RB
+#undef HYPERATTN_BWD_STRICT
 
 extern const AttentionKernel kKernel;
 const AttentionKernel kKernel{"scalar", &dense, &scratch_floats, nullptr, &backward, &backward_scratch_floats};
