@@ -29,6 +29,7 @@
 
 #include "core/bfloat16.hpp"
 #include "cpu/attention_kernel.hpp"
+#include "cpu/magnitudes.hpp"
 #include "hyperattn/attention.hpp"
 #if defined(__x86_64__)
 #include "isa_peak.hpp"
@@ -288,6 +289,34 @@ void BM_api(benchmark::State& state, bool hyper, DType dtype, int head_dim, std:
   if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(total / peak, benchmark::Counter::kIsRate);
 }
 
+// The door's input check (cpu::check_magnitudes: the range bounds and the NaN/Inf scan, one read of
+// q, k and v) alone, batch 1, `heads` heads of [seq, head_dim], kApiThreads threads: what every
+// exact_attention and hyper_attention call pays before computing. bytes_per_second: q + k + v.
+void BM_input_check(benchmark::State& state, DType dtype, int head_dim, std::int64_t seq, int heads) {
+  const std::int64_t numel = heads * seq * head_dim;
+  Data q(numel, 11), k(numel, 12), v(numel, 13);
+  std::vector<float> out(static_cast<std::size_t>(numel));  // [1, heads, seq, d] (unused by the check)
+  using hyperattn::TensorView;
+  hyperattn::AttentionArgs args;
+  args.q = TensorView::bhsd(q.data(dtype), dtype, 1, heads, seq, head_dim);
+  args.k = TensorView::bhsd(k.data(dtype), dtype, 1, heads, seq, head_dim);
+  args.v = TensorView::bhsd(v.data(dtype), dtype, 1, heads, seq, head_dim);
+  args.out = TensorView::bhsd(out.data(), DType::f32, 1, heads, seq, head_dim);
+  hyperattn::AttentionConfig config;
+  config.threads = kApiThreads;
+  hyperattn::cpu::NonFiniteInputs nonfinite;
+  for (auto _ : state) {
+    const hyperattn::Status status = hyperattn::cpu::check_magnitudes(args, config, &nonfinite);
+    if (!status.ok() || nonfinite.q || nonfinite.k || nonfinite.v) {
+      state.SkipWithError("the check refused finite unit-normal inputs");
+      return;
+    }
+    benchmark::DoNotOptimize(nonfinite);
+  }
+  const double bytes = 3.0 * static_cast<double>(numel) * (dtype == DType::f32 ? 4.0 : 2.0);
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes * static_cast<double>(state.iterations())));
+}
+
 // The backward pass through the public API (batch 1, `heads` heads, f32 gradients, kApiThreads
 // threads): the backward alone (with_forward false; the forward runs once before timing), or
 // forward + backward. FLOPS counts the forward's attended FLOPs (as BM_api) times 2.5 for the
@@ -396,6 +425,11 @@ void register_all() {
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime();
     }
+  for (DType dtype : {DType::f32, DType::bf16})
+    benchmark::RegisterBenchmark((std::string("input_check/") + dtype_name(dtype) + "/head_dim:64/seq:4096/heads:8").c_str(),
+                                 BM_input_check, dtype, 64, std::int64_t{4096}, 8)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   // The backward pass (issue 13's targets): exact backward at 16384; exact and HyperAttention
   // forward + backward up to 131072 (exact at 131072 takes about a minute per iteration: filter).
   for (DType dtype : {DType::f32, DType::bf16})

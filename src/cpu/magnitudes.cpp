@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 
 #include "core/bfloat16.hpp"
+#include "core/simd.hpp"
+#include "cpu/attention_kernel.hpp"  // simd_level(): the library's one SIMD choice (HYPERATTN_ISA)
 #include "cpu/thread_pool.hpp"
 
 namespace hyperattn::cpu {
@@ -61,10 +63,73 @@ RowMax max_norm_head(const TensorView& t, std::int64_t b, std::int64_t h) {
   return t.dtype == DType::f32 ? max_norm_head_typed<float>(t, b, h) : max_norm_head_typed<std::uint16_t>(t, b, h);
 }
 
+}  // namespace
+
+// The scan of one head's rows (f32 values, or bf16 ones widened to the f32 they are, as unsigned
+// integer bit patterns): the largest finite |x| as its f32 bit pattern without the sign, and a
+// non-zero `nonfinite` if a NaN or an Inf is there. For finite values the integer order of those
+// patterns is the order of the magnitudes, and a pattern at or above the infinity's is NaN or Inf,
+// so the loop is integer max and or over lane blocks (one zmm, reduced once per head), which GCC
+// vectorises. Compiled for AVX-512, AVX2 and the baseline (core/simd.hpp; SSE2 has no unsigned max).
+// 8 heads x 4096 x 64, 2 threads, Zen 4 (bench_attention input_check/...): the whole check took
+// 2.3 ms (f32 and bf16) with a per-row baseline loop and no NaN scan, 2.8 ms with it, and now 1.2 ms
+// (f32) and 1.4 ms (bf16).
+struct HeadScan {
+  std::uint32_t finite_max;
+  std::uint32_t nonfinite;
+};
+
+template <typename T>  // std::uint32_t (f32 bits) or std::uint16_t (bf16 bits)
+[[gnu::always_inline]] static inline HeadScan scan_head(const T* base, std::int64_t rows, std::int64_t n, std::int64_t stride) {
+  constexpr std::uint32_t kMagnitude = 0x7fffffffu, kInfinity = 0x7f800000u;
+  constexpr std::int64_t kLanes = 16;
+  std::uint32_t m[kLanes] = {}, bad[kLanes] = {};  // [kLanes] running max and or of elements c mod kLanes
+  const auto add = [&](std::int64_t j, T x) {
+    const std::uint32_t bits = sizeof(T) == 4 ? static_cast<std::uint32_t>(x) : static_cast<std::uint32_t>(x) << 16;
+    const std::uint32_t a = bits & kMagnitude;
+    const bool finite = a < kInfinity;
+    const std::uint32_t f = finite ? a : 0u;
+    m[j] = f > m[j] ? f : m[j];
+    bad[j] |= finite ? 0u : 1u;
+  };
+  for (std::int64_t i = 0; i < rows; ++i) {
+    const T* row = base + i * stride;
+    std::int64_t c = 0;
+    for (; c + kLanes <= n; c += kLanes)
+      for (std::int64_t j = 0; j < kLanes; ++j) add(j, row[c + j]);
+    for (; c < n; ++c) add(0, row[c]);
+  }
+  HeadScan r{0, 0};
+  for (std::int64_t j = 0; j < kLanes; ++j) {
+    r.finite_max = m[j] > r.finite_max ? m[j] : r.finite_max;
+    r.nonfinite |= bad[j];
+  }
+  return r;
+}
+[[gnu::always_inline]] static inline HeadScan scan_head_f32_body(const std::uint32_t* base, std::int64_t rows, std::int64_t n,
+                                                                std::int64_t stride) {
+  return scan_head(base, rows, n, stride);
+}
+[[gnu::always_inline]] static inline HeadScan scan_head_bf16_body(const std::uint16_t* base, std::int64_t rows, std::int64_t n,
+                                                                 std::int64_t stride) {
+  return scan_head(base, rows, n, stride);
+}
+HYPERATTN_SIMD_VARIANTS(HeadScan, scan_head_f32_body, (const std::uint32_t* base, std::int64_t rows, std::int64_t n, std::int64_t stride),
+                        (base, rows, n, stride))
+HYPERATTN_SIMD_VARIANTS(HeadScan, scan_head_bf16_body, (const std::uint16_t* base, std::int64_t rows, std::int64_t n, std::int64_t stride),
+                        (base, rows, n, stride))
+
+namespace {
+
+HeadScan scan_head_of(const std::uint32_t* base, std::int64_t rows, std::int64_t n, std::int64_t stride) {
+  HYPERATTN_SIMD_DISPATCH(simd_level(), scan_head_f32_body, (base, rows, n, stride));
+}
+HeadScan scan_head_of(const std::uint16_t* base, std::int64_t rows, std::int64_t n, std::int64_t stride) {
+  HYPERATTN_SIMD_DISPATCH(simd_level(), scan_head_bf16_body, (base, rows, n, stride));
+}
+
 // Per (batch, head): the largest finite |element| (NaN and Inf skipped), as fp32, and whether a
-// NaN or an Inf was there. One pass over the bits: |x| is the bit pattern without its sign, and for
-// finite values the integer order of those patterns is the order of the magnitudes, so the loop is
-// integer max (vectorized); a pattern at or above the infinity's is NaN or Inf.
+// NaN or an Inf was there.
 struct HeadMax {
   float value = 0.0f;
   bool nonfinite = false;
@@ -72,30 +137,11 @@ struct HeadMax {
 
 template <typename T>
 HeadMax max_abs_head(const TensorView& t, std::int64_t b, std::int64_t h) {
-  constexpr bool kF32 = sizeof(T) == 4;
-  constexpr T kMagnitude = static_cast<T>(kF32 ? 0x7fffffffu : 0x7fffu);
-  constexpr T kInfinity = static_cast<T>(kF32 ? 0x7f800000u : 0x7f80u);
   const T* base = static_cast<const T*>(t.data) + b * t.stride[0] + h * t.stride[1];
-  T best = 0, worst = 0;  // worst: the largest pattern, finite or not
-  for (std::int64_t i = 0; i < t.shape[2]; ++i) {
-    const T* row = base + i * t.stride[2];
-    T m = 0, any = 0;
-    for (std::int64_t c = 0; c < t.shape[3]; ++c) {
-      const T a = static_cast<T>(row[c] & kMagnitude);
-      const T finite = a < kInfinity ? a : T{0};
-      m = finite > m ? finite : m;
-      any = a > any ? a : any;
-    }
-    best = m > best ? m : best;
-    worst = any > worst ? any : worst;
-  }
+  const HeadScan s = scan_head_of(base, t.shape[2], t.shape[3], t.stride[2]);
   HeadMax r;
-  r.nonfinite = worst >= kInfinity;
-  if constexpr (kF32) {
-    std::memcpy(&r.value, &best, sizeof r.value);
-  } else {
-    r.value = bf16_bits_to_f32(best);
-  }
+  r.nonfinite = s.nonfinite != 0;
+  std::memcpy(&r.value, &s.finite_max, sizeof r.value);  // bf16: the f32 it widens to, exactly
   return r;
 }
 

@@ -148,6 +148,35 @@ double max_finite_abs(const std::vector<double>& x) {
   return m;
 }
 
+// The door's scan says which of q, k and v hold a NaN or an Inf, wherever it is: any head, row and
+// column (the lane blocks and the tail of a row), f32 and bf16; finite inputs, however large, none.
+TEST(Numerics, TheInputScanFindsEveryNaNAndInf) {
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (std::int64_t d : {5, 16, 24, 64}) {
+      SCOPED_TRACE(::testing::Message() << to_string(dtype) << " d " << d);
+      Problem p({2, 4, 2, 37, 37, d}, dtype, Layout::padded, 41);
+      cpu::NonFiniteInputs found{true, true, true};
+      ASSERT_TRUE(cpu::check_magnitudes(p.args(), {}, &found).ok());
+      EXPECT_FALSE(found.q || found.k || found.v);
+      p.v.set(1, 1, 36, d - 1, 1e30f);  // large but finite: not NaN or Inf (and within the bound)
+      ASSERT_TRUE(cpu::check_magnitudes(p.args(), {}, &found).ok());
+      EXPECT_FALSE(found.v);
+      for (int which = 0; which < 3; ++which)
+        for (float bad : {std::nanf(""), INFINITY, -INFINITY})
+          for (std::int64_t c : {std::int64_t{0}, d / 2, d - 1}) {
+            Tensor& t = which == 0 ? p.q : which == 1 ? p.k : p.v;
+            const std::int64_t b = c % 2, h = which == 0 ? 3 : 1, i = (c * 7) % 37;
+            const float keep = t.get(b, h, i, c);
+            t.set(b, h, i, c, bad);
+            ASSERT_TRUE(cpu::check_magnitudes(p.args(), {}, &found).ok());
+            EXPECT_EQ(found.q, which == 0) << "column " << c << " value " << bad;
+            EXPECT_EQ(found.k, which == 1) << "column " << c << " value " << bad;
+            EXPECT_EQ(found.v, which == 2) << "column " << c << " value " << bad;
+            t.set(b, h, i, c, keep);
+          }
+    }
+}
+
 // NaN and Inf in V, at keys some causal rows do not see: those rows stay finite and equal to the
 // reference, on every kernel (a SIMD kernel multiplies the weight 0 of an unseen key by its value,
 // 0 * Inf = NaN; such calls run on the strict kernel). Exact and HyperAttention (its causal blocks,
