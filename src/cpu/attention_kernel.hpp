@@ -221,7 +221,8 @@ SimdLevel simd_level();
 // entry a row does not see (past its causal limit, masked by its window, bias -inf; in the
 // backward also padded keys and rows with LSE = +inf), so a NaN or Inf reaches only the rows and
 // keys that meet it. The SIMD kernels multiply such entries' weight 0 by their tile's values
-// (0 * Inf = NaN); the executor runs a call on this one when the door's scan found a NaN or Inf.
+// (0 * Inf = NaN); the executor runs the tiles of a key-value head on this one when the door's
+// scan found a NaN or Inf in its inputs.
 // (A key a row sees whose weight underflows to 0 still counts: 0 * Inf = NaN, as the reference's
 // tiny weight times Inf is Inf.)
 const AttentionKernel& strict_kernel();

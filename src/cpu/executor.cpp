@@ -107,8 +107,10 @@ struct Context {
   const AttentionArgs& args;
   const AttentionConfig& config;
   const InjectedRandomness& injected;
-  // best_kernel(), or strict_kernel() for inputs holding NaN or Inf (NonFiniteInputs).
-  const cpu::AttentionKernel* kernel;
+  const cpu::AttentionKernel& kernel;  // best_kernel()
+  // [batch, heads_kv]: 1 where the tiles of that key-value head run on cpu::strict_kernel() (its
+  // inputs hold NaN or Inf; NonFiniteInputs); empty: none.
+  std::vector<char> strict_kv;
   // K and V as the kernels read them: the caller's, or a compact copy (compact_keys_and_values).
   TensorView k_rows, v_rows;
   std::byte* kv_copy = nullptr;  // [2][batch, heads_kv, n_k, d] when K or V is strided
@@ -138,7 +140,7 @@ struct Context {
   std::chrono::steady_clock::time_point last_report{};
 
   Context(const AttentionArgs& a, const AttentionConfig& c, const InjectedRandomness& inj)
-      : args(a), config(c), injected(inj), kernel(&cpu::best_kernel()), k_rows(a.k), v_rows(a.v) {
+      : args(a), config(c), injected(inj), kernel(cpu::best_kernel()), k_rows(a.k), v_rows(a.v) {
     threads = cpu::resolve_threads(c.threads);
     batch = a.q.batch();
     heads_q = a.q.heads();
@@ -153,6 +155,10 @@ struct Context {
 
   const std::byte* head_ptr(const TensorView& t, std::int64_t b, std::int64_t h) const {
     return static_cast<const std::byte*>(t.data) + (b * t.stride[0] + h * t.stride[1]) * static_cast<std::int64_t>(esize);
+  }
+  // The kernel of the tiles of (batch b, key-value head hkv).
+  const cpu::AttentionKernel& kernel_for(std::int64_t b, std::int64_t hkv) const {
+    return !strict_kv.empty() && strict_kv[static_cast<std::size_t>(b * heads_kv + hkv)] != 0 ? cpu::strict_kernel() : kernel;
   }
   float* acc_head(std::int64_t b, std::int64_t h) const { return acc + b * acc_stride[0] + h * acc_stride[1]; }
   float* lse_head(std::int64_t b, std::int64_t h) { return lse + (b * heads_q + h) * n_q; }
@@ -479,7 +485,7 @@ void append_window_keys(std::int32_t* keys, float* bias, std::int64_t w0, std::i
 // compact_windows), the block runs as one tile over its keys and samples followed by every key the
 // part's windows reach (window_span), with each row's window; otherwise its plain rows run as one
 // tile and each windowed row as a tile of its own. Both give the same bits.
-void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTile& t, ThreadScratch& s) {
+void run_windowed_block(const cpu::AttentionKernel& kernel, const Part& p, const cpu::DenseAttentionTile& t, ThreadScratch& s) {
   std::int64_t plain = 0;
   for (std::int64_t r = 0; r < t.rows; ++r) {
     std::int64_t w0, w1;
@@ -489,10 +495,10 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     if (w0 >= w1) s.rows[static_cast<std::size_t>(plain++)] = t.q_index[r];
   }
   if (plain == t.rows) {
-    ctx.kernel->dense(t);
+    kernel.dense(t);
     return;
   }
-  if (ctx.kernel->compact_windows != nullptr) {
+  if (kernel.compact_windows != nullptr) {
     std::int64_t u0, u1;
     window_span(p, &u0, &u1);
     std::int32_t* keys = s.row_keys;  // [t.keys + (u1 - u0)]
@@ -506,8 +512,8 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     u.keys = t.keys + (u1 - u0);
     u.row_window = s.row_window;
     u.window_from = t.keys;
-    if (ctx.kernel->compact_windows(u)) {
-      ctx.kernel->dense(u);
+    if (kernel.compact_windows(u)) {
+      kernel.dense(u);
       return;
     }
   }
@@ -516,7 +522,7 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     u.q_index = s.rows;
     u.out_index = u.q_index;
     u.rows = plain;
-    ctx.kernel->dense(u);
+    kernel.dense(u);
   }
   for (std::int64_t r = 0; r < t.rows; ++r) {
     std::int64_t w0, w1;
@@ -537,7 +543,7 @@ void run_windowed_block(Context& ctx, const Part& p, const cpu::DenseAttentionTi
     u.out_index = u.q_index;
     u.rows = 1;
     u.next = nullptr;
-    ctx.kernel->dense(u);
+    kernel.dense(u);
   }
 }
 
@@ -557,10 +563,11 @@ void run_item(Context& ctx, const Phase& phase, bool merge, const Item* items, s
   }
   if (t.rows > 0) {
     const Part& p = phase.parts[static_cast<std::size_t>(items[i].part)];
+    const cpu::AttentionKernel& kernel = ctx.kernel_for(items[i].batch, items[i].head / ctx.group);
     if (p.approximate && p.window > 0)
-      run_windowed_block(ctx, p, t, s);
+      run_windowed_block(kernel, p, t, s);
     else
-      ctx.kernel->dense(t);
+      kernel.dense(t);
   }
   if (next >= 0) {
     s.slot ^= 1;
@@ -796,9 +803,9 @@ float load_element(const TensorView& t, std::int64_t offset) {
                                : bf16_bits_to_f32(static_cast<const std::uint16_t*>(t.data)[offset]);
 }
 
-// The driver's per-row arrays (dO as fp32, LSE with -inf as +inf, delta); true if a row's delta
-// or LSE is NaN or Inf (a NaN or Inf in dO, O, dLSE or LSE).
-bool prepare_gradients(GradContext& gc) {
+// The driver's per-row arrays (dO as fp32, LSE with -inf as +inf, delta); returns, per (batch,
+// query head), 1 where a row's delta or LSE is NaN or Inf (a NaN or Inf in dO, O, dLSE or LSE).
+std::vector<char> prepare_gradients(GradContext& gc) {
   Context& ctx = gc.ctx;
   const AttentionGradArgs& g = gc.g;
   const std::int64_t d = ctx.d;
@@ -836,7 +843,7 @@ bool prepare_gradients(GradContext& gc) {
   gc.dq.bind(g.dq, ctx.threads);
   gc.dk.bind(g.dk, ctx.threads);
   gc.dv.bind(g.dv, ctx.threads);
-  return std::any_of(nonfinite.begin(), nonfinite.end(), [](char x) { return x != 0; });
+  return nonfinite;
 }
 
 // The tile fields shared by every backward call of (batch b, query head hq).
@@ -909,14 +916,14 @@ void backward_exact_parts(GradContext& gc, const Phase& phase, ThreadScratch* sc
           t.dk = dk;
           t.dv = dv;
           t.dkv_row_stride = gc.dk.stride[2];
-          ctx.kernel->backward(t);
+          ctx.kernel_for(b, hkv).backward(t);
         } else {  // one stride serves both in the kernel: through the thread's local pair
           std::fill_n(s.k_loc, keys * ctx.d, 0.0f);
           std::fill_n(s.v_loc, keys * ctx.d, 0.0f);
           t.dk = s.k_loc;
           t.dv = s.v_loc;
           t.dkv_row_stride = ctx.d;
-          ctx.kernel->backward(t);
+          ctx.kernel_for(b, hkv).backward(t);
           for (std::int64_t j = 0; j < keys; ++j)
             for (int e = 0; e < ctx.d; ++e) {
               dk[j * gc.dk.stride[2] + e] += s.k_loc[j * ctx.d + e];
@@ -1008,7 +1015,7 @@ void backward_approximated_parts(GradContext& gc, const Phase& phase, ThreadScra
         t.dk = out;
         t.dv = out + ctx.d;
         t.dkv_row_stride = 2 * ctx.d;
-        ctx.kernel->backward(t);
+        ctx.kernel_for(b, hkv).backward(t);
         std::copy(keys, keys + t.keys, item_keys + i * slot);
         item_count[i] = t.keys;
       });
@@ -1202,7 +1209,7 @@ Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfi
     Context ctx(args, config, injected);
     // A NaN or Inf in V reaches every row of a SIMD kernel's row group through the weight 0 of
     // the keys a row does not see; the strict kernel leaves those keys out (docs/numerics.md).
-    if (nonfinite.v) ctx.kernel = &cpu::strict_kernel();
+    if (nonfinite.v) ctx.strict_kv = nonfinite.v_heads;
     const std::size_t needed = counted_bytes([&](Arena& a) { carve(ctx, plan, Pass::forward, a); });
     return with_workspace(needed, workspace, "workspace_size()", [&](Arena& arena) {
       const Carved c = carve(ctx, plan, Pass::forward, arena);
@@ -1296,8 +1303,8 @@ Status execute_backward(const Plan& plan, const AttentionGradArgs& g, const Atte
   try {
     const AttentionArgs args{g.q, g.k, g.v, g.out, g.lse};
     Context ctx(args, config, injected);
-    if (ctx.kernel->backward == nullptr)
-      return Status::Unsupported(fmt::format("hyperattn: the {} kernel has no backward pass", ctx.kernel->name));
+    if (ctx.kernel.backward == nullptr)
+      return Status::Unsupported(fmt::format("hyperattn: the {} kernel has no backward pass", ctx.kernel.name));
     GradContext gc(ctx, g);
     const auto carve_all = [&](Arena& a) {
       const Carved c = carve(ctx, plan, Pass::backward, a);
@@ -1308,8 +1315,18 @@ Status execute_backward(const Plan& plan, const AttentionGradArgs& g, const Atte
       const Carved c = carve_all(arena);
       // In the backward every product meets the masked entries (P = 0 and dS = 0): a NaN or Inf in
       // Q, K, V, dO, O, dLSE or LSE would reach, through them, the gradients of rows and keys that
-      // never meet it. Such calls run on the strict kernel, which leaves the masked entries out.
-      if (prepare_gradients(gc) || nonfinite.q || nonfinite.k || nonfinite.v) ctx.kernel = &cpu::strict_kernel();
+      // never meet it. The tiles of a key-value head whose inputs (its own K and V, its query heads'
+      // Q, dO, O, dLSE, LSE) hold one run on the strict kernel, which leaves the masked entries out.
+      const std::vector<char> rows_nonfinite = prepare_gradients(gc);  // [batch, heads_q]
+      ctx.strict_kv.assign(static_cast<std::size_t>(ctx.batch * ctx.heads_kv), 0);
+      const auto flag = [](const std::vector<char>& heads, std::size_t i) { return !heads.empty() && heads[i] != 0; };
+      for (std::int64_t b = 0; b < ctx.batch; ++b)
+        for (std::int64_t hq = 0; hq < ctx.heads_q; ++hq) {
+          const std::size_t q = static_cast<std::size_t>(b * ctx.heads_q + hq);
+          const std::size_t kv = static_cast<std::size_t>(b * ctx.heads_kv + hq / ctx.group);
+          if (rows_nonfinite[q] != 0 || flag(nonfinite.q_heads, q) || flag(nonfinite.k_heads, kv) || flag(nonfinite.v_heads, kv))
+            ctx.strict_kv[kv] = 1;
+        }
       if (any_approximate(plan)) prepare_lsh(ctx);
       compact_keys_and_values(ctx);
       for (const Phase& phase : plan.phases) {

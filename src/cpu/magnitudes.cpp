@@ -180,10 +180,16 @@ Status check_magnitudes(const AttentionArgs& a, const AttentionConfig& c, NonFin
     head_nonfinite[static_cast<std::size_t>(item)] = m.nonfinite ? 1 : 0;
   });
   if (nonfinite != nullptr) {
-    const auto any = [&](std::int64_t from, std::int64_t to) {
-      return std::any_of(head_nonfinite.begin() + from, head_nonfinite.begin() + to, [](char x) { return x != 0; });
+    const auto heads = [&](std::int64_t from, std::int64_t to) {
+      return std::vector<char>(head_nonfinite.begin() + from, head_nonfinite.begin() + to);
     };
-    *nonfinite = {any(0, nq), any(nq, nq + nk), any(nq + nk, nq + 2 * nk)};
+    const auto any = [](const std::vector<char>& h) { return std::any_of(h.begin(), h.end(), [](char x) { return x != 0; }); };
+    nonfinite->q_heads = heads(0, nq);
+    nonfinite->k_heads = heads(nq, nq + nk);
+    nonfinite->v_heads = heads(nq + nk, nq + 2 * nk);
+    nonfinite->q = any(nonfinite->q_heads);
+    nonfinite->k = any(nonfinite->k_heads);
+    nonfinite->v = any(nonfinite->v_heads);
   }
   std::vector<RowMax> k_exact(static_cast<std::size_t>(nk));  // computed on demand (row == -1: not yet)
   for (std::int64_t b = 0; b < a.q.batch(); ++b)

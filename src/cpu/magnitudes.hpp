@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "hyperattn/attention.hpp"
 
@@ -21,11 +22,15 @@ namespace hyperattn::cpu {
 inline constexpr double kScoreBound = 0x1p127;
 inline constexpr double kValueSumBound = 0x1p126;
 
-// Which of q, k and v hold a NaN or an Inf somewhere (found by the same pass). The executor runs
-// such calls on the kernel that leaves out every key a row does not see (cpu::strict_kernel()),
-// so a NaN or Inf reaches only the rows that see it (docs/numerics.md, "NaN and Inf").
+// Which heads of q, k and v hold a NaN or an Inf (found by the same pass). The executor runs the
+// tiles of such heads on the kernel that leaves out every key a row does not see
+// (cpu::strict_kernel()), so a NaN or Inf reaches only the rows that see it (docs/numerics.md,
+// "NaN and Inf").
 struct NonFiniteInputs {
-  bool q = false, k = false, v = false;
+  bool q = false, k = false, v = false;  // somewhere in the tensor
+  // Per (batch, head), row-major ([batch, heads_q] for q, [batch, heads_kv] for k and v): 1 where
+  // that head holds one.
+  std::vector<char> q_heads, k_heads, v_heads;
 };
 
 // Status::InvalidArgument naming q and k (or v), the bound and what arrived; Ok otherwise. Rows

@@ -7,6 +7,7 @@
 
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -155,9 +156,12 @@ TEST(Numerics, TheInputScanFindsEveryNaNAndInf) {
     for (std::int64_t d : {5, 16, 24, 64}) {
       SCOPED_TRACE(::testing::Message() << to_string(dtype) << " d " << d);
       Problem p({2, 4, 2, 37, 37, d}, dtype, Layout::padded, 41);
-      cpu::NonFiniteInputs found{true, true, true};
+      cpu::NonFiniteInputs found;
+      found.q = found.k = found.v = true;
       ASSERT_TRUE(cpu::check_magnitudes(p.args(), {}, &found).ok());
       EXPECT_FALSE(found.q || found.k || found.v);
+      EXPECT_EQ(found.q_heads, std::vector<char>(8, 0));
+      EXPECT_EQ(found.v_heads, std::vector<char>(4, 0));
       p.v.set(1, 1, 36, d - 1, 1e30f);  // large but finite: not NaN or Inf (and within the bound)
       ASSERT_TRUE(cpu::check_magnitudes(p.args(), {}, &found).ok());
       EXPECT_FALSE(found.v);
@@ -172,6 +176,9 @@ TEST(Numerics, TheInputScanFindsEveryNaNAndInf) {
             EXPECT_EQ(found.q, which == 0) << "column " << c << " value " << bad;
             EXPECT_EQ(found.k, which == 1) << "column " << c << " value " << bad;
             EXPECT_EQ(found.v, which == 2) << "column " << c << " value " << bad;
+            std::vector<char> heads(which == 0 ? 8 : 4, 0);  // [batch, heads] of the tensor set
+            heads[static_cast<std::size_t>(b * (which == 0 ? 4 : 2) + h)] = 1;
+            EXPECT_EQ(which == 0 ? found.q_heads : which == 1 ? found.k_heads : found.v_heads, heads) << "column " << c;
             t.set(b, h, i, c, keep);
           }
     }
@@ -210,6 +217,51 @@ TEST(Numerics, NonFiniteValuesReachOnlyTheRowsThatSeeThem) {
       // Causal: the rows of kv head 1 before key 300 see neither value, the first rows of the tile among them.
       for (std::int64_t i = 256; i < 300 && method < 2; ++i) EXPECT_TRUE(std::isfinite(p.out.get(0, 2, i, 3)) && std::isfinite(p.out.get(0, 3, i, 7)));
     }
+}
+
+// Only the key-value heads whose inputs hold a NaN or an Inf run on the strict kernel: the other
+// heads keep the best kernel's output bytes (those of the same call without the NaN), forward and
+// backward, while the rows of the affected head that do not see it stay finite.
+TEST(Numerics, OnlyTheHeadsWithNaNLeaveTheFastKernel) {
+  for (bool hyper : {false, true}) {
+    SCOPED_TRACE(hyper ? "hyper" : "exact");
+    const Shape shape{2, 4, 2, 600, 600, 64};
+    GradProblem clean(shape, DType::f32, Layout::bshd, 61), dirty(shape, DType::f32, Layout::bshd, 61);
+    dirty.p.v.set(1, 0, 500, 9, std::nanf(""));  // batch 1, kv head 0 (query heads 0 and 1)
+    const AttentionConfig cfg = hyper_config(true);
+    for (GradProblem* gp : {&clean, &dirty}) {
+      const Status s = hyper ? hyper_attention(gp->p.args(), cfg) : exact_attention(gp->p.args(), cfg);
+      ASSERT_TRUE(s.ok()) << s.message();
+      const Status g = hyper ? hyper_attention_backward(gp->grad_args(), cfg) : exact_attention_backward(gp->grad_args(), cfg);
+      ASSERT_TRUE(g.ok()) << g.message();
+    }
+    std::int64_t same = 0;
+    for (std::int64_t b = 0; b < 2; ++b)
+      for (std::int64_t h = 0; h < 4; ++h)
+        for (std::int64_t i = 0; i < 600; ++i)
+          for (std::int64_t c = 0; c < 64; ++c) {
+            const bool affected = b == 1 && h / 2 == 0;
+            const float x = dirty.p.out.get(b, h, i, c), y = clean.p.out.get(b, h, i, c);
+            if (!affected) {
+              ASSERT_EQ(std::memcmp(&x, &y, sizeof x), 0) << "out b " << b << " h " << h << " row " << i;
+              const float gx = dirty.dq.get(b, h, i, c), gy = clean.dq.get(b, h, i, c);
+              ASSERT_EQ(std::memcmp(&gx, &gy, sizeof gx), 0) << "dq b " << b << " h " << h << " row " << i;
+              same += 2;
+            } else if (i < 500) {
+              ASSERT_TRUE(std::isfinite(x)) << "h " << h << " row " << i;
+              ASSERT_NEAR(x, y, 1e-5) << "h " << h << " row " << i;
+            }
+          }
+    EXPECT_EQ(same, 2 * 6 * 600 * 64);
+    for (std::int64_t b = 0; b < 2; ++b)
+      for (std::int64_t h = 0; h < 2; ++h)
+        for (std::int64_t j = 0; j < 600; j += 7)
+          for (std::int64_t c = 0; c < 64; ++c) {
+            if (b == 1 && h == 0) continue;
+            const float x = dirty.dk.get(b, h, j, c), y = clean.dk.get(b, h, j, c);
+            ASSERT_EQ(std::memcmp(&x, &y, sizeof x), 0) << "dk b " << b << " h " << h << " key " << j;
+          }
+  }
 }
 
 // The backward meets every masked entry in its products (P = 0 and dS = 0 times a row of Q, K, V
