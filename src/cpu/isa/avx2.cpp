@@ -156,7 +156,7 @@ inline void accumulate_pv_f32(const float* p, int ldp, const float* v, int ldv, 
 }
 
 // O = corr * O + P V of one row group (its own function, as scores_group).
-void accumulate_pv(const float* p, int ldp, const float* v, int ldv, int keys, const float* corr,
+void pv_group(const float* p, int ldp, const float* v, int ldv, int keys, const float* corr,
                    float* o, int ldo) {
   int col = 0;
   for (; col + 2 * kW <= ldv; col += 2 * kW) accumulate_pv_f32<2>(p, ldp, v + col, ldv, keys, corr, o + col, ldo);
@@ -193,8 +193,8 @@ inline __m256 load8(DType dtype, const void* row, int x) {
 
 // Packs keys [c0, c0 + nc): K into [chunk, d, 16] panels (8 keys x 8 dims at a time by a
 // transpose in registers, the rest one element at a time), V into [nc, dv_pad] rows, bias * log2 e.
-void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t c0, int nc,
-               float* kbuf, float* vbuf, float* bias) {
+void pack_key_tile(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t c0, int nc,
+                   float* kbuf, float* vbuf, float* bias) {
   const int d = t.head_dim;
   const int dv = t.head_dim_v;
   const int nc_pad = static_cast<int>(round_up(static_cast<std::size_t>(nc), kKeyChunk));
@@ -264,21 +264,12 @@ void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, fl
   combine_rows_scalar(o_acc + x, o_new + x, w_old, w_new, inv, d - x);
 }
 
+#include "cpu/isa/fp32_ops.hpp"  // Fp32Ops
+
 // The AVX2 arithmetic of the row-tile driver (dense_driver.hpp): fp32 throughout, scores in base 2
 // (Q carries scale * log2 e).
-struct Ops : RowTileScratch {
-  const DenseAttentionTile& t;
-  const ScratchLayout L;
-  const int d;
-
-  explicit Ops(const DenseAttentionTile& tile)
-      : RowTileScratch(tile.scratch, scratch_layout(tile.head_dim, tile.head_dim_v)), t(tile),
-        L(scratch_layout(tile.head_dim, tile.head_dim_v)), d(tile.head_dim) {}
-
-  void load_queries(std::int64_t r0, int nr, int nr_pad) { load_queries_f32(t, r0, nr, nr_pad, t.scale * kLog2e, qbuf); }
-  void pack_keys(std::int64_t c0, int nc) { avx2::pack_keys(t, L, c0, nc, kbuf, vbuf, bias); }
-  void scores(int g0, int n) { scores_group(qbuf + static_cast<std::size_t>(g0) * d, d, kbuf, s, n); }
-  static int pv_keys(int n) { return n; }
+struct Ops : Fp32Ops {
+  using Fp32Ops::Fp32Ops;
   // The lanes of 8 keys from c the row sees: a prefix, further masked by a row window.
   __m256 lanes(int vis, bool win, std::int64_t row, std::int64_t c0, int c) const {
     const __m256 k = prefix_mask(vis - c);
@@ -329,7 +320,6 @@ struct Ops : RowTileScratch {
     }
     return _mm256_movemask_ps(vnan) ? std::numeric_limits<float>::quiet_NaN() : (vis > 0 ? reduce_max(vmax) : kNegInf);
   }
-  void zero_weights(int r, int n) { std::memset(s + r * kKeyTile, 0, static_cast<std::size_t>(n) * sizeof(float)); }
   float row_weights(int r, int vis, bool win, std::int64_t row, std::int64_t c0, int n, float mx) {
     float* const sr = s + r * kKeyTile;
     const int whole = whole_chunks(vis, win);
@@ -357,14 +347,6 @@ struct Ops : RowTileScratch {
       vsum = _mm256_add_ps(vsum, p);
     }
     return reduce_add(vsum);
-  }
-  // Roundings spelled out (the FMA target would otherwise leave them to the compiler).
-  static float running_sum(float l_old, float c, float sum) { return no_contract(l_old * c) + sum; }
-  void accumulate_pv(int g0, int n) {
-    avx2::accumulate_pv(s, kKeyTile, vbuf, L.dv_pad, n, corr, obuf + static_cast<std::size_t>(g0) * L.dv_pad, L.dv_pad);
-  }
-  static void scale_row(float* o, const float* acc, float inv, int dv) {
-    for (int x = 0; x < dv; ++x) o[x] = acc[x] * inv;
   }
   static void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, float inv, int dv) {
     avx2::combine_rows(o_acc, o_new, w_old, w_new, inv, dv);

@@ -118,7 +118,7 @@ inline void accumulate_pv_f32(const float* p, int ldp, const float* v, int ldv, 
 }
 
 // O = corr * O + P V of one row group, 16 columns at a time, then the 4-column rest.
-void accumulate_pv(const float* p, int ldp, const float* v, int ldv, int keys, const float* corr, float* o, int ldo) {
+void pv_group(const float* p, int ldp, const float* v, int ldv, int keys, const float* corr, float* o, int ldo) {
   int col = 0;
   for (; col + 4 * kW <= ldv; col += 4 * kW) accumulate_pv_f32<4>(p, ldp, v + col, ldv, keys, corr, o + col, ldo);
   switch ((ldv - col) / kW) {
@@ -133,8 +133,8 @@ void accumulate_pv(const float* p, int ldp, const float* v, int ldv, int keys, c
 
 // Packs keys [c0, c0 + nc): K into [chunk, d, 16] panels (zero keys up to the chunk), V into
 // [nc, dv_pad] rows, bias * log2 e. Gathered rows are prefetched kPrefetchAhead keys ahead.
-void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t c0, int nc, float* kbuf, float* vbuf,
-               float* bias) {
+void pack_key_tile(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t c0, int nc, float* kbuf, float* vbuf,
+                   float* bias) {
   const int d = t.head_dim;
   const int dv = t.head_dim_v;
   const int nc_pad = static_cast<int>(round_up(static_cast<std::size_t>(nc), kKeyChunk));
@@ -164,20 +164,11 @@ void pack_keys(const DenseAttentionTile& t, const ScratchLayout& L, std::int64_t
   for (int c = 0; c < nc; ++c) bias[c] = t.key_bias ? t.key_bias[c0 + c] * kLog2e : 0.0f;
 }
 
+#include "cpu/isa/fp32_ops.hpp"  // Fp32Ops
+
 // The NEON arithmetic of the row-tile driver (dense_driver.hpp): fp32 throughout, scores in base 2.
-struct Ops : RowTileScratch {
-  const DenseAttentionTile& t;
-  const ScratchLayout L;
-  const int d;
-
-  explicit Ops(const DenseAttentionTile& tile)
-      : RowTileScratch(tile.scratch, scratch_layout(tile.head_dim, tile.head_dim_v)), t(tile),
-        L(scratch_layout(tile.head_dim, tile.head_dim_v)), d(tile.head_dim) {}
-
-  void load_queries(std::int64_t r0, int nr, int nr_pad) { load_queries_f32(t, r0, nr, nr_pad, t.scale * kLog2e, qbuf); }
-  void pack_keys(std::int64_t c0, int nc) { neon::pack_keys(t, L, c0, nc, kbuf, vbuf, bias); }
-  void scores(int g0, int n) { scores_group(qbuf + static_cast<std::size_t>(g0) * d, d, kbuf, s, n); }
-  static int pv_keys(int n) { return n; }
+struct Ops : Fp32Ops {
+  using Fp32Ops::Fp32Ops;
   // The lanes of 4 keys from c the row sees: a prefix, further masked by a row window.
   uint32x4_t lanes(int vis, bool win, std::int64_t row, std::int64_t c0, int c) const {
     const uint32x4_t k = prefix_mask(vis - c);
@@ -208,7 +199,6 @@ struct Ops : RowTileScratch {
     }
     return vmaxvq_u32(vnan) != 0 ? std::numeric_limits<float>::quiet_NaN() : (vis > 0 ? vmaxvq_f32(vmax) : kNegInf);
   }
-  void zero_weights(int r, int n) { std::memset(s + r * kKeyTile, 0, static_cast<std::size_t>(n) * sizeof(float)); }
   float row_weights(int r, int vis, bool win, std::int64_t row, std::int64_t c0, int n, float mx) {
     float* const sr = s + r * kKeyTile;
     const int whole = win ? 0 : vis / kW * kW;
@@ -228,14 +218,6 @@ struct Ops : RowTileScratch {
       vsum = vaddq_f32(vsum, p);
     }
     return vaddvq_f32(vsum);
-  }
-  // Roundings spelled out (AArch64 compilers contract a * b + c into an FMA by default).
-  static float running_sum(float l_old, float c, float sum) { return no_contract(l_old * c) + sum; }
-  void accumulate_pv(int g0, int n) {
-    neon::accumulate_pv(s, kKeyTile, vbuf, L.dv_pad, n, corr, obuf + static_cast<std::size_t>(g0) * L.dv_pad, L.dv_pad);
-  }
-  static void scale_row(float* o, const float* acc, float inv, int dv) {
-    for (int x = 0; x < dv; ++x) o[x] = acc[x] * inv;
   }
   static void combine_rows(float* o_acc, const float* o_new, float w_old, float w_new, float inv, int dv) {
     combine_rows_scalar(o_acc, o_new, w_old, w_new, inv, dv);
