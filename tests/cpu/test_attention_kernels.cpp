@@ -280,13 +280,13 @@ TEST(AttentionKernels, SizeSweepF32AndBf16) {
         }
 }
 
-// Calls of the executor's 512-row items and around the AVX2, NEON (516) and AVX-512 (512) row
+// Calls of the executor's 512-row items and around the AVX2 (516), NEON (515) and AVX-512 (512) row
 // tiles: one tile, one tile and a row, two tiles; causal diagonals inside the second tile.
 TEST(AttentionKernels, RowTilesAroundTheLargeItems) {
   std::uint32_t seed = 170;
   for (const AttentionKernel* kernel : all_kernels())
     for (DType dtype : {DType::f32, DType::bf16}) {
-      for (std::int64_t rows : {511, 513, 516, 517, 1031})
+      for (std::int64_t rows : {511, 513, 515, 516, 517, 1031})
         run_case(*kernel, {.dtype = dtype, .rows = rows, .keys = 270, .head_dim = 32, .head_dim_v = 32}, seed++);
       for (std::int64_t diag : {std::int64_t{-300}, std::int64_t{-513}, std::int64_t{-20}})
         run_case(*kernel, {.dtype = dtype, .rows = 530, .keys = 300, .head_dim = 64, .head_dim_v = 64,

@@ -2,9 +2,14 @@
 // widened to fp32 while packing).
 //
 // Same contract as isa/scalar.cpp and the same driver as isa/avx2.cpp (dense_driver.hpp), sized for
-// AArch64's 32 q registers of 4 floats: S = Q K^T by a 6 rows x 16 keys microkernel (24
-// accumulators, 4 panel loads and 6 broadcasts per 24 FMAs), O += P V by a 6 rows x 16 columns
-// microkernel. Scores in base 2 (Q carries scale * log2 e). NEON is part of every AArch64 CPU, so
+// AArch64's 32 q registers of 4 floats: S = Q K^T by a 5 rows x 16 keys microkernel (20
+// accumulators, 4 panel loads and 5 lane operands per 20 FMAs), O += P V by a 5 rows x 16 columns
+// microkernel. Both fit the registers: with 6-row groups (24 accumulators, 4 panel or value
+// vectors and 6 operands: 34 registers) GCC 12 spilled two accumulators of S and one of P V to the
+// stack and reloaded them in every iteration of the inner loops, a store-to-load chain per
+// iteration; with 5 rows no inner loop touches the stack (checked in the disassembly). A row's
+// arithmetic does not depend on its group, so the outputs kept their bytes (hyperattn run under
+// qemu-user, d 48/64/128, exact and HyperAttention, causal and not). Scores in base 2 (Q carries scale * log2 e). NEON is part of every AArch64 CPU, so
 // this file needs no target pragma and the kernel table offers it unconditionally there.
 //
 // exp2: the polynomial of avx512.cpp (<= 1.6 ulp over |f| <= 1/2); 2^n built in the exponent field
@@ -29,9 +34,9 @@ namespace hyperattn::cpu::neon {
 namespace {
 
 constexpr int kW = 4;           // fp32 lanes per q register
-constexpr int kRowGroup = 6;    // rows per microkernel call
+constexpr int kRowGroup = 5;    // rows per microkernel call
 constexpr int kKeyChunk = 16;   // keys per S microkernel call (four q registers)
-constexpr int kRowTile = 516;   // rows held in scratch at once (multiple of kRowGroup, >= the executor's 512-row chunk)
+constexpr int kRowTile = 515;   // rows held in scratch at once (a multiple of kRowGroup, >= the executor's 512-row chunk)
 constexpr int kKeyTile = 256;   // keys packed at once (multiple of kKeyChunk)
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
@@ -72,7 +77,7 @@ inline uint32x4_t window_lanes(const DenseAttentionTile& t, std::int64_t row, st
   return vld1q_u32(out);
 }
 
-// q: [6, d] fp32 pre-scaled; panel: [d, 16]; s: [6, lds].
+// q: [5, d] fp32 pre-scaled; panel: [d, 16]; s: [5, lds].
 [[gnu::always_inline]] inline void scores_f32(const float* q, int d, const float* panel, float* s, int lds) {
   float32x4_t acc[kRowGroup][4];
   for (int r = 0; r < kRowGroup; ++r)
@@ -96,7 +101,7 @@ inline uint32x4_t window_lanes(const DenseAttentionTile& t, std::int64_t row, st
     scores_f32(qg, d, kbuf + static_cast<std::size_t>(cc) * d, s + cc, kKeyTile);
 }
 
-// p: [6, ldp]; v: [keys, ldv]; o: [6, ldo]: o = corr * o + p v over kCols*4 columns.
+// p: [5, ldp]; v: [keys, ldv]; o: [5, ldo]: o = corr * o + p v over kCols*4 columns.
 template <int kCols>
 inline void accumulate_pv_f32(const float* p, int ldp, const float* v, int ldv, int keys, const float* corr, float* o,
                               int ldo) {
