@@ -264,6 +264,21 @@ TEST(Numerics, OnlyTheHeadsWithNaNLeaveTheFastKernel) {
   }
 }
 
+// value_norm sampling draws keys by ||v_j||^2, which an Inf in V makes infinite: the call still
+// completes, and the causal rows before that key (whose parts never hold it) stay finite.
+TEST(Numerics, ValueNormSamplingWithAnInfiniteValue) {
+  Problem p({1, 2, 1, 700, 700, 64}, DType::f32, Layout::bhsd, 33);
+  p.v.set(0, 0, 400, 7, INFINITY);
+  AttentionConfig cfg = hyper_config(true);
+  cfg.sampling = Sampling::value_norm;
+  const Status s = hyper_attention(p.args(), cfg);
+  ASSERT_TRUE(s.ok()) << s.message();
+  for (std::int64_t h = 0; h < 2; ++h)
+    for (std::int64_t i = 0; i < 400; ++i)
+      for (std::int64_t c = 0; c < 64; ++c) ASSERT_TRUE(std::isfinite(p.out.get(0, h, i, c))) << "h " << h << " row " << i;
+  EXPECT_TRUE(std::isinf(p.out.get(0, 0, 400, 7)));  // the key's own row sees it (causal diagonal)
+}
+
 // The backward meets every masked entry in its products (P = 0 and dS = 0 times a row of Q, K, V
 // or dO): a NaN or Inf in any of them must reach only the gradients the reference gives NaN or Inf.
 TEST(Numerics, NonFiniteInputsReachOnlyTheGradientsThatMeetThem) {
