@@ -307,7 +307,7 @@ void BM_input_check(benchmark::State& state, DType dtype, int head_dim, std::int
   hyperattn::cpu::NonFiniteInputs nonfinite;
   for (auto _ : state) {
     const hyperattn::Status status = hyperattn::cpu::check_magnitudes(args, config, &nonfinite);
-    if (!status.ok() || nonfinite.q || nonfinite.k || nonfinite.v) {
+    if (!status.ok() || nonfinite.any()) {
       state.SkipWithError("the check refused finite unit-normal inputs");
       return;
     }

@@ -1209,7 +1209,7 @@ Status execute(const Plan& plan, const AttentionArgs& args, const AttentionConfi
     Context ctx(args, config, injected);
     // A NaN or Inf in V reaches every row of a SIMD kernel's row group through the weight 0 of
     // the keys a row does not see; the strict kernel leaves those keys out (docs/numerics.md).
-    if (nonfinite.v) ctx.strict_kv = nonfinite.v_heads;
+    ctx.strict_kv = nonfinite.v;
     const std::size_t needed = counted_bytes([&](Arena& a) { carve(ctx, plan, Pass::forward, a); });
     return with_workspace(needed, workspace, "workspace_size()", [&](Arena& arena) {
       const Carved c = carve(ctx, plan, Pass::forward, arena);
@@ -1324,7 +1324,7 @@ Status execute_backward(const Plan& plan, const AttentionGradArgs& g, const Atte
         for (std::int64_t hq = 0; hq < ctx.heads_q; ++hq) {
           const std::size_t q = static_cast<std::size_t>(b * ctx.heads_q + hq);
           const std::size_t kv = static_cast<std::size_t>(b * ctx.heads_kv + hq / ctx.group);
-          if (rows_nonfinite[q] != 0 || flag(nonfinite.q_heads, q) || flag(nonfinite.k_heads, kv) || flag(nonfinite.v_heads, kv))
+          if (rows_nonfinite[q] != 0 || flag(nonfinite.q, q) || flag(nonfinite.k, kv) || flag(nonfinite.v, kv))
             ctx.strict_kv[kv] = 1;
         }
       if (any_approximate(plan)) prepare_lsh(ctx);

@@ -170,33 +170,26 @@ Status check_magnitudes(const AttentionArgs& a, const AttentionConfig& c, NonFin
   // exceeds the limit get their exact row norms (inputs within ~1e17 never do). The max |x| of
   // every head of q, k and v in one parallel loop (the pass is memory-bound: one read of each).
   const std::int64_t nq = a.q.batch() * a.q.heads(), nk = a.k.batch() * a.k.heads();
-  std::vector<float> head_max(static_cast<std::size_t>(nq + 2 * nk));
-  std::vector<char> head_nonfinite(static_cast<std::size_t>(nq + 2 * nk), 0);
+  std::vector<HeadMax> head_max(static_cast<std::size_t>(nq + 2 * nk));  // [q heads, k heads, v heads]
   cpu::parallel_for(nq + 2 * nk, cpu::resolve_threads(c.threads), [&](std::int64_t item, int) {
     const TensorView& t = item < nq ? a.q : item < nq + nk ? a.k : a.v;
     const std::int64_t bh = item < nq ? item : (item - nq) % nk;
-    const HeadMax m = max_abs(t, bh / t.shape[1], bh % t.shape[1]);
-    head_max[static_cast<std::size_t>(item)] = m.value;
-    head_nonfinite[static_cast<std::size_t>(item)] = m.nonfinite ? 1 : 0;
+    head_max[static_cast<std::size_t>(item)] = max_abs(t, bh / t.shape[1], bh % t.shape[1]);
   });
   if (nonfinite != nullptr) {
     const auto heads = [&](std::int64_t from, std::int64_t to) {
-      return std::vector<char>(head_nonfinite.begin() + from, head_nonfinite.begin() + to);
+      std::vector<char> flags(static_cast<std::size_t>(to - from));
+      for (std::int64_t i = from; i < to; ++i) flags[static_cast<std::size_t>(i - from)] = head_max[static_cast<std::size_t>(i)].nonfinite ? 1 : 0;
+      return flags;
     };
-    const auto any = [](const std::vector<char>& h) { return std::any_of(h.begin(), h.end(), [](char x) { return x != 0; }); };
-    nonfinite->q_heads = heads(0, nq);
-    nonfinite->k_heads = heads(nq, nq + nk);
-    nonfinite->v_heads = heads(nq + nk, nq + 2 * nk);
-    nonfinite->q = any(nonfinite->q_heads);
-    nonfinite->k = any(nonfinite->k_heads);
-    nonfinite->v = any(nonfinite->v_heads);
+    *nonfinite = {heads(0, nq), heads(nq, nq + nk), heads(nq + nk, nq + 2 * nk)};
   }
   std::vector<RowMax> k_exact(static_cast<std::size_t>(nk));  // computed on demand (row == -1: not yet)
   for (std::int64_t b = 0; b < a.q.batch(); ++b)
     for (std::int64_t h = 0; h < a.q.heads(); ++h) {
       const std::size_t kh = static_cast<std::size_t>(b * a.k.heads() + h / group);
-      const double q_loose = root_d * head_max[static_cast<std::size_t>(b * a.q.heads() + h)];
-      const double k_loose = root_d * head_max[static_cast<std::size_t>(nq) + kh];
+      const double q_loose = root_d * head_max[static_cast<std::size_t>(b * a.q.heads() + h)].value;
+      const double k_loose = root_d * head_max[static_cast<std::size_t>(nq) + kh].value;
       if (std::max(scale, 1.0) * q_loose * std::max(k_loose, 1.0) <= kScoreBound) continue;
       const RowMax mq = max_norm_head(a.q, b, h);
       if (k_exact[kh].row < 0) k_exact[kh] = max_norm_head(a.k, b, h / group);
@@ -212,7 +205,7 @@ Status check_magnitudes(const AttentionArgs& a, const AttentionConfig& c, NonFin
   const double keys = static_cast<double>(a.v.seq());
   for (std::int64_t b = 0; b < a.v.batch(); ++b)
     for (std::int64_t h = 0; h < a.v.heads(); ++h) {
-      const float mv = head_max[static_cast<std::size_t>(nq + nk + b * a.v.heads() + h)];
+      const float mv = head_max[static_cast<std::size_t>(nq + nk + b * a.v.heads() + h)].value;
       if (static_cast<double>(mv) * keys > kValueSumBound) {
         std::int64_t row = -1, col = -1;
         locate(a.v, b, h, mv, &row, &col);

@@ -27,10 +27,15 @@ inline constexpr double kValueSumBound = 0x1p126;
 // (cpu::strict_kernel()), so a NaN or Inf reaches only the rows that see it (docs/numerics.md,
 // "NaN and Inf").
 struct NonFiniteInputs {
-  bool q = false, k = false, v = false;  // somewhere in the tensor
   // Per (batch, head), row-major ([batch, heads_q] for q, [batch, heads_kv] for k and v): 1 where
-  // that head holds one.
-  std::vector<char> q_heads, k_heads, v_heads;
+  // that head holds one (empty: not scanned).
+  std::vector<char> q, k, v;
+  bool any() const {
+    for (const std::vector<char>* t : {&q, &k, &v})
+      for (char x : *t)
+        if (x != 0) return true;
+    return false;
+  }
 };
 
 // Status::InvalidArgument naming q and k (or v), the bound and what arrived; Ok otherwise. Rows

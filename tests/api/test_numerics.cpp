@@ -156,15 +156,16 @@ TEST(Numerics, TheInputScanFindsEveryNaNAndInf) {
     for (std::int64_t d : {5, 16, 24, 64}) {
       SCOPED_TRACE(::testing::Message() << to_string(dtype) << " d " << d);
       Problem p({2, 4, 2, 37, 37, d}, dtype, Layout::padded, 41);
-      cpu::NonFiniteInputs found;
-      found.q = found.k = found.v = true;
+      const std::vector<char> none_q(8, 0), none_kv(4, 0);  // [batch, heads]
+      cpu::NonFiniteInputs found{std::vector<char>(3, 1), {1}, {1}};  // overwritten by the scan
       ASSERT_TRUE(cpu::check_magnitudes(p.args(), {}, &found).ok());
-      EXPECT_FALSE(found.q || found.k || found.v);
-      EXPECT_EQ(found.q_heads, std::vector<char>(8, 0));
-      EXPECT_EQ(found.v_heads, std::vector<char>(4, 0));
+      EXPECT_FALSE(found.any());
+      EXPECT_EQ(found.q, none_q);
+      EXPECT_EQ(found.k, none_kv);
+      EXPECT_EQ(found.v, none_kv);
       p.v.set(1, 1, 36, d - 1, 1e30f);  // large but finite: not NaN or Inf (and within the bound)
       ASSERT_TRUE(cpu::check_magnitudes(p.args(), {}, &found).ok());
-      EXPECT_FALSE(found.v);
+      EXPECT_FALSE(found.any());
       for (int which = 0; which < 3; ++which)
         for (float bad : {std::nanf(""), INFINITY, -INFINITY})
           for (std::int64_t c : {std::int64_t{0}, d / 2, d - 1}) {
@@ -173,12 +174,11 @@ TEST(Numerics, TheInputScanFindsEveryNaNAndInf) {
             const float keep = t.get(b, h, i, c);
             t.set(b, h, i, c, bad);
             ASSERT_TRUE(cpu::check_magnitudes(p.args(), {}, &found).ok());
-            EXPECT_EQ(found.q, which == 0) << "column " << c << " value " << bad;
-            EXPECT_EQ(found.k, which == 1) << "column " << c << " value " << bad;
-            EXPECT_EQ(found.v, which == 2) << "column " << c << " value " << bad;
-            std::vector<char> heads(which == 0 ? 8 : 4, 0);  // [batch, heads] of the tensor set
-            heads[static_cast<std::size_t>(b * (which == 0 ? 4 : 2) + h)] = 1;
-            EXPECT_EQ(which == 0 ? found.q_heads : which == 1 ? found.k_heads : found.v_heads, heads) << "column " << c;
+            std::vector<char> want_q = none_q, want_k = none_kv, want_v = none_kv;  // the one head set
+            (which == 0 ? want_q : which == 1 ? want_k : want_v)[static_cast<std::size_t>(b * (which == 0 ? 4 : 2) + h)] = 1;
+            EXPECT_EQ(found.q, want_q) << "column " << c << " value " << bad;
+            EXPECT_EQ(found.k, want_k) << "column " << c << " value " << bad;
+            EXPECT_EQ(found.v, want_v) << "column " << c << " value " << bad;
             t.set(b, h, i, c, keep);
           }
     }
